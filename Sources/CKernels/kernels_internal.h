@@ -1,0 +1,95 @@
+// Internal glue of the kernel library: ISA-level dispatch tables, fixed work partitions and the
+// helpers the public drivers (elementwise.c, reduce.c, softmax.c) share. Not part of the module.
+#ifndef QLORA_KERNELS_INTERNAL_H
+#define QLORA_KERNELS_INTERNAL_H
+
+#include "qlora_kernels.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define QL_X86 1
+#else
+#define QL_X86 0
+#endif
+
+// Target attributes for the SIMD translation units (no per-file compiler flags exist).
+#define QL_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define QL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
+// ---------------------------------------------------------------------------------------------
+// Fixed partitions. They depend only on sizes, never on the thread count.
+// ---------------------------------------------------------------------------------------------
+#define QL_PAR_MIN (1 << 16)  // elementwise work below this many elements runs serially
+#define QL_EW_CHUNK (1 << 15) // elements per elementwise task
+#define QL_RED_MAX_CHUNKS 1024 // a long reduction is split into at most this many chunks
+#define QL_COLS_BLOCK 256     // columns per block when reducing along a strided dim
+
+// Chunk length for reductions over n contiguous elements: at least QL_EW_CHUNK, a multiple of
+// 64, and such that there are at most QL_RED_MAX_CHUNKS chunks. Depends only on n.
+static inline int64_t ql_red_chunk(int64_t n) {
+    int64_t c = (n + QL_RED_MAX_CHUNKS - 1) / QL_RED_MAX_CHUNKS;
+    c = (c + 63) & ~(int64_t)63;
+    return c < QL_EW_CHUNK ? QL_EW_CHUNK : c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch tables. Index: 0 scalar, 1 avx2, 2 avx512 (avx512bf16 uses the avx512 table).
+// Every function handles any n >= 0 on one thread; drivers do the threading.
+// ---------------------------------------------------------------------------------------------
+#define QL_NLEVELS 3
+
+typedef struct {
+    // out[i] = a[i*sa] op b[i*sb], sa, sb in {0, 1}; out may alias a or b exactly.
+    void (*binary)(int op, const float *a, int64_t sa, const float *b, int64_t sb, float *out,
+                   int64_t n);
+    void (*unary)(int op, const float *x, float *y, int64_t n);
+    void (*unary_bwd)(int op, const float *x, const float *y, const float *dy, float *dx,
+                      int64_t n);
+    void (*clamp)(const float *x, float lo, float hi, float *y, int64_t n);
+    void (*clamp_bwd)(const float *x, float lo, float hi, const float *dy, float *dx, int64_t n);
+    void (*affine)(const float *x, float a, float b, float *y, int64_t n);
+    void (*axpy)(float alpha, const float *x, float *y, int64_t n);
+    void (*where)(const float *c, const float *a, const float *b, float *out, int64_t n);
+} ql_ew_table;
+
+typedef struct {
+    float (*max)(const float *x, int64_t n);  // NaN if any NaN; -inf when n == 0
+    float (*min)(const float *x, int64_t n);  // NaN if any NaN; +inf when n == 0
+    double (*sum)(const float *x, int64_t n); // accumulated in double, fixed lane order
+    double (*sumsq)(const float *x, int64_t n);
+    double (*dot)(const float *a, const float *b, int64_t n);
+    // out[j] = reduce_k x[k*stride + j] for j < m (m <= QL_COLS_BLOCK), k in sequential order
+    // (sums accumulate per column in double, so every level gives the same bits).
+    void (*cols)(int op, const float *x, int64_t n, int64_t stride, int64_t m, float *out);
+} ql_red_table;
+
+typedef struct {
+    // y[i] = exp(x[i] - m) (y may be NULL: sum only); returns the sum in double.
+    double (*exp_sum)(const float *x, float m, float *y, int64_t n);
+    void (*scale)(float *y, float s, int64_t n);                         // y *= s
+    void (*sub2)(const float *x, float m, float l, float *y, int64_t n); // y = (x - m) - l
+    void (*sm_bwd)(const float *y, const float *dy, float d, float *dx, int64_t n);  // y*(dy-d)
+    void (*lsm_bwd)(const float *y, const float *dy, float s, float *dx, int64_t n); // dy-exp(y)*s
+} ql_sm_table;
+
+extern const ql_ew_table ql_ew_scalar, ql_ew_avx2, ql_ew_avx512;
+extern const ql_red_table ql_red_scalar, ql_red_avx2, ql_red_avx512;
+extern const ql_sm_table ql_sm_scalar, ql_sm_avx2, ql_sm_avx512;
+
+// The implemented level in use now: min(ql_isa_current(), best implemented) in [0, 2].
+int ql_impl_level(void);
+
+const ql_ew_table *ql_ew(void);
+const ql_red_table *ql_red(void);
+const ql_sm_table *ql_sm(void);
+
+// Scalar-only kernels shared by every level.
+void ql_pow_scalar_ref(const float *x, float p, float *y, int64_t n);
+void ql_pow_scalar_backward_ref(const float *x, float p, const float *dy, float *dx, int64_t n);
+
+// CPU feature bits beyond the levels (isa.c).
+int ql_cpu_has_f16c(void);
+
+#endif

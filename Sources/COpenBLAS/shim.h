@@ -1,0 +1,4 @@
+// OpenBLAS's CBLAS interface, exposed to Swift as the COpenBLAS module.
+#include <cblas.h>
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);

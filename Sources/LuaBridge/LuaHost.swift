@@ -1,0 +1,100 @@
+// The Lua host: one lua_State with the standard libraries and the `qlora` module (preloaded for
+// require, and global), running script files with `arg` set as the lua interpreter does.
+
+import CLua
+import CLuaTrampoline
+import Tensor
+
+public final class LuaHost {
+    public let L: LuaState
+    public static let version = "0.1.0"
+
+    public init() throws {
+        guard let state = luaL_newstate() else { throw LuaError("qlora: cannot create a Lua state (out of memory)") }
+        L = state
+        Bindings.installDispatcher()
+        if qlora_open_libs(L) != 0 {
+            lua_close(L)
+            throw LuaError("qlora: cannot open the Lua standard libraries")
+        }
+        try installModule()
+    }
+
+    deinit { lua_close(L) }
+
+    private func installModule() throws {
+        // The tensor metatable, in the registry.
+        luaNewTable(L)
+        let mt = lua_gettop(L)
+        Bindings.register(L, mt, prefix: "qlora.Tensor.", TensorBindings.metamethods())
+        luaPushString(L, TensorUserdata.metatableName); luaRawSetField(L, mt, "__name")
+        luaPushString(L, TensorUserdata.metatableName); luaRawSetField(L, mt, "__metatable")
+        lua_pushvalue(L, mt); luaRawSetField(L, LUA_REGISTRY, TensorUserdata.metatableName)
+
+        // The module table.
+        luaNewTable(L)
+        let q = lua_gettop(L)
+        Bindings.register(L, q, prefix: "qlora.", TensorBindings.moduleFunctions())
+        Bindings.register(L, q, prefix: "qlora.", RuntimeBindings.functions())
+        Bindings.register(L, q, prefix: "qlora.", IOBindings.functions())
+        luaPushString(L, LuaHost.version); luaRawSetField(L, q, "version")
+
+        luaNewTable(L)
+        let methods = lua_gettop(L)
+        Bindings.register(L, methods, prefix: "qlora.Tensor.", TensorBindings.methods())
+
+        // prelude(q, mt, methods, property)
+        let status = preludeSource.withCString { luaL_loadbufferx(L, $0, preludeSource.utf8.count, "=qlora.prelude", "t") }
+        if status != 0 { throw LuaError("qlora: prelude does not compile: \(luaString(L, -1) ?? "")") }
+        lua_pushvalue(L, q)
+        lua_pushvalue(L, mt)
+        lua_pushvalue(L, methods)
+        Bindings.push(L, "qlora.Tensor.__index", TensorBindings.property)
+        if qlora_pcall_traceback(L, 4, 1) != 0 { throw LuaError("qlora: prelude failed: \(luaString(L, -1) ?? "")") }
+        luaPop(L, 1)
+
+        // require "qlora" and the global `qlora`.
+        lua_getglobal(L, "package")
+        luaRawGetField(L, -1, "loaded")
+        lua_pushvalue(L, q); luaRawSetField(L, -2, "qlora")
+        luaPop(L, 2)
+        lua_pushvalue(L, q); lua_setglobal(L, "qlora")
+        lua_settop(L, 0)
+    }
+
+    /// Runs a script file with arguments; returns nil on success or the error text (message,
+    /// file:line and traceback).
+    public func runFile(_ path: String, args: [String]) -> String? {
+        lua_settop(L, 0)
+        // arg table: arg[0] = script, arg[1...] = args
+        lua_createtable(L, Int32(args.count), 1)
+        luaPushString(L, path); lua_rawseti(L, -2, 0)
+        for (i, s) in args.enumerated() { luaPushString(L, s); lua_rawseti(L, -2, lua_Integer(i + 1)) }
+        lua_setglobal(L, "arg")
+        if luaL_loadfilex(L, path, nil) != 0 {
+            let msg = luaString(L, -1) ?? "cannot load \(path)"
+            lua_settop(L, 0)
+            return msg
+        }
+        for s in args { luaPushString(L, s) }
+        return finish(qlora_pcall_traceback(L, Int32(args.count), 0))
+    }
+
+    /// Runs a chunk of Lua source; returns nil on success or the error text.
+    public func runString(_ source: String, name: String = "=chunk") -> String? {
+        lua_settop(L, 0)
+        let status = source.withCString { luaL_loadbufferx(L, $0, source.utf8.count, name, "t") }
+        if status != 0 {
+            let msg = luaString(L, -1) ?? "syntax error"
+            lua_settop(L, 0)
+            return msg
+        }
+        return finish(qlora_pcall_traceback(L, 0, 0))
+    }
+
+    private func finish(_ status: Int32) -> String? {
+        defer { lua_settop(L, 0) }
+        if status == 0 { return nil }
+        return luaString(L, -1) ?? "(error object is not a string)"
+    }
+}

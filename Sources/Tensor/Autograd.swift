@@ -1,0 +1,137 @@
+// The autograd tape: each op that reads a tensor needing gradients records a GradNode (its
+// inputs and a closure that maps the output gradient to input gradients). backward() walks the
+// nodes in reverse topological order and accumulates f32 gradients into leaves' `grad`.
+
+import CKernels
+
+public enum GradMode {
+    /// False inside no_grad: ops record nothing.
+    nonisolated(unsafe) public static var enabled = true
+
+    /// Runs body with recording off, restoring the previous mode even if body throws.
+    public static func withoutGrad<T>(_ body: () throws -> T) rethrows -> T {
+        let saved = enabled
+        enabled = false
+        defer { enabled = saved }
+        return try body()
+    }
+}
+
+final class GradNode {
+    let op: String
+    let inputs: [Tensor]
+    /// Maps the output gradient (f32, output shape) to one gradient per input (nil: none).
+    let backward: (Tensor) throws -> [Tensor?]
+
+    init(op: String, inputs: [Tensor], backward: @escaping (Tensor) throws -> [Tensor?]) {
+        self.op = op
+        self.inputs = inputs
+        self.backward = backward
+    }
+}
+
+extension Tensor {
+    /// True when gradients flow through this tensor.
+    public var tracksGrad: Bool { requiresGrad || gradFn != nil }
+
+    /// The name of the op that produced this tensor, if it is part of a graph.
+    public var gradOp: String? { gradFn?.op }
+
+    /// Attaches a node to `self` when recording is on and any input tracks gradients.
+    @discardableResult
+    func recorded(_ op: String, _ inputs: [Tensor], _ backward: @escaping (Tensor) throws -> [Tensor?]) -> Tensor {
+        if GradMode.enabled && inputs.contains(where: { $0.tracksGrad }) {
+            gradFn = GradNode(op: op, inputs: inputs, backward: backward)
+        }
+        return self
+    }
+
+    /// A tensor sharing storage with this one, cut from the graph.
+    public func detach() throws -> Tensor {
+        try Tensor(storage: storage, dtype: dtype, shape: shape)
+    }
+
+    /// Clears the accumulated gradient.
+    public func zeroGrad() { grad = nil }
+
+    /// Backpropagates from this tensor. Without `gradient` the tensor must hold one element.
+    public func backward(gradient: Tensor? = nil) throws {
+        if !tracksGrad {
+            throw TensorError("qlora.backward: this tensor does not require gradients (no input had requires_grad = true, or it was computed inside no_grad)")
+        }
+        let seed: Tensor
+        if let g = gradient {
+            if g.shape != shape {
+                throw TensorError("qlora.backward: gradient shape \(Shape.describe(g.shape)) does not match tensor shape \(Shape.describe(shape))")
+            }
+            seed = try g.asF32() === g ? g.copy() : g.asF32()
+        } else {
+            if count != 1 {
+                throw TensorError("qlora.backward: the tensor has \(count) elements; backward() without a gradient needs a scalar (pass {gradient = t} for others)")
+            }
+            seed = try Tensor([1], shape: shape)
+        }
+        try GradMode.withoutGrad { try runBackward(seed) }
+    }
+
+    private func runBackward(_ seed: Tensor) throws {
+        // Iterative post-order DFS: order[i] comes after everything that consumes it reversed.
+        var order: [Tensor] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(Tensor, Int)] = [(self, 0)]
+        visited.insert(ObjectIdentifier(self))
+        while let (t, next) = stack.last {
+            let inputs = t.gradFn?.inputs ?? []
+            if next < inputs.count {
+                stack[stack.count - 1].1 = next + 1
+                let child = inputs[next]
+                if child.tracksGrad && !visited.contains(ObjectIdentifier(child)) {
+                    visited.insert(ObjectIdentifier(child))
+                    stack.append((child, 0))
+                }
+            } else {
+                order.append(t)
+                stack.removeLast()
+            }
+        }
+        var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(self): seed]
+        for t in order.reversed() {
+            guard let g = grads.removeValue(forKey: ObjectIdentifier(t)) else { continue }
+            if t.requiresGrad {
+                try t.accumulateGrad(g)
+            }
+            guard let node = t.gradFn else { continue }
+            let inputGrads = try node.backward(g)
+            for (input, ig) in zip(node.inputs, inputGrads) {
+                guard let ig = ig, input.tracksGrad else { continue }
+                if ig.shape != input.shape {
+                    throw TensorError("qlora.backward: internal error: \(node.op) gave a gradient of shape \(Shape.describe(ig.shape)) for an input of shape \(Shape.describe(input.shape))")
+                }
+                let key = ObjectIdentifier(input)
+                if let existing = grads[key] {
+                    let owned = try existing.uniquelyOwnedGrad()
+                    let add = try ig.asF32()
+                    ql_axpy_f32(1, add.f32, owned.f32, Int64(owned.count))
+                    grads[key] = owned
+                } else {
+                    grads[key] = try ig.asF32()
+                }
+            }
+        }
+    }
+
+    /// grad += g (f32), allocating grad on first use.
+    func accumulateGrad(_ g: Tensor) throws {
+        let gf = try g.asF32()
+        if let existing = grad {
+            ql_axpy_f32(1, gf.f32, existing.f32, Int64(existing.count))
+        } else {
+            grad = try gf.copy()
+        }
+    }
+
+    /// Gradients produced by ops may share storage with other tensors; copy before adding in place.
+    private func uniquelyOwnedGrad() throws -> Tensor {
+        try asF32().copy()
+    }
+}

@@ -1,0 +1,78 @@
+// Matrix products through OpenBLAS sgemm (f32; bf16/f16 inputs computed in f32):
+// [M,K] x [K,N], batched [...,M,K] x [...,K,N] with broadcast batch dims, and 1-D operands as in
+// NumPy. Backward: dA = dC B^T, dB = A^T dC, summed over broadcast batch dims.
+
+import COpenBLAS
+
+extension Tensor {
+    public func matmul(_ other: Tensor) throws -> Tensor {
+        let fn = "qlora.matmul"
+        if !dtype.isFloat || !other.dtype.isFloat {
+            throw TensorError("\(fn): expected floating tensors, got \(dtype.name) and \(other.dtype.name)")
+        }
+        if ndim == 0 || other.ndim == 0 {
+            throw TensorError("\(fn): expected tensors with at least 1 dim, got shapes \(Shape.describe(shape)) and \(Shape.describe(other.shape))")
+        }
+        // 1-D operands become matrices, and the added dim is dropped at the end.
+        let a = ndim == 1 ? try reshape([1, shape[0]]) : self
+        let b = other.ndim == 1 ? try other.reshape([other.shape[0], 1]) : other
+        let k = a.shape[a.ndim - 1]
+        if b.shape[b.ndim - 2] != k {
+            throw TensorError("\(fn): shapes \(Shape.describe(shape)) and \(Shape.describe(other.shape)) do not match (inner dims \(k) and \(b.shape[b.ndim - 2]))")
+        }
+        var result = try Tensor.matmulND(a, b)
+        if ndim == 1 || other.ndim == 1 {
+            var s = result.shape
+            if other.ndim == 1 { s.removeLast() }
+            if ndim == 1 { s.remove(at: s.count - (other.ndim == 1 ? 1 : 2)) }
+            result = try result.reshape(s)
+        }
+        return result
+    }
+
+    /// Both at least 2-D; batch dims broadcast.
+    private static func matmulND(_ a: Tensor, _ b: Tensor) throws -> Tensor {
+        let m = a.shape[a.ndim - 2], k = a.shape[a.ndim - 1], n = b.shape[b.ndim - 1]
+        let batchA = Array(a.shape.dropLast(2)), batchB = Array(b.shape.dropLast(2))
+        let batch = try Shape.broadcast(batchA, batchB, "qlora.matmul")
+        let af = try a.asF32().expanded(to: batch + [m, k])
+        let bf = try b.asF32().expanded(to: batch + [k, n])
+        let nb = batch.reduce(1, *)
+        let out = try Tensor(shape: batch + [m, n], dtype: .f32, zeroed: false)
+        try gemm(false, false, af, bf, out, nb, m, n, k)
+        let type = DType.promote(a.dtype, b.dtype)
+        let result = type == .f32 ? out : try out.converted(to: type)
+        return result.recorded("matmul", [a, b]) { g in
+            let gf = try g.asF32()
+            var ga: Tensor? = nil, gb: Tensor? = nil
+            if a.tracksGrad {
+                let t = try Tensor(shape: batch + [m, k], dtype: .f32, zeroed: false)
+                try gemm(false, true, gf, bf, t, nb, m, k, n)      // dC [m,n] x B^T [n,k]
+                ga = try t.sumTo(a.shape)
+            }
+            if b.tracksGrad {
+                let t = try Tensor(shape: batch + [k, n], dtype: .f32, zeroed: false)
+                try gemm(true, false, af, gf, t, nb, k, n, m)      // A^T [k,m] x dC [m,n]
+                gb = try t.sumTo(b.shape)
+            }
+            return [ga, gb]
+        }
+    }
+
+    /// c[i] = op(a[i]) x op(b[i]) for nb batches, c [m, n]; op transposes a stored matrix.
+    static func gemm(_ ta: Bool, _ tb: Bool, _ a: Tensor, _ b: Tensor, _ c: Tensor,
+                     _ nb: Int, _ m: Int, _ n: Int, _ k: Int) throws {
+        if m == 0 || n == 0 { return }
+        if k == 0 { c.f32.update(repeating: 0, count: c.count); return }
+        if m > Int(Int32.max) || n > Int(Int32.max) || k > Int(Int32.max) {
+            throw TensorError("qlora.matmul: dims too large for BLAS")
+        }
+        let lda = ta ? m : k, ldb = tb ? k : n
+        for i in 0..<nb {
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), 1,
+                        a.f32 + i * m * k, Int32(lda), b.f32 + i * k * n, Int32(ldb),
+                        0, c.f32 + i * m * n, Int32(n))
+        }
+    }
+}

@@ -1,0 +1,41 @@
+// Process-wide runtime settings: the ISA level (QLORA_ISA) and the thread count (QLORA_THREADS),
+// applied once at start-up; OpenBLAS gets the same thread count so the two never oversubscribe.
+
+import CKernels
+import COpenBLAS
+
+public enum Runtime {
+    nonisolated(unsafe) private static var started = false
+
+    /// Reads QLORA_ISA and QLORA_THREADS. Throws on a value that cannot be honoured.
+    public static func start() throws {
+        if started { return }
+        started = true
+        var buf = [CChar](repeating: 0, count: 256)
+        if ql_isa_init_from_env(&buf, buf.count) != 0 {
+            throw TensorError(String(cString: buf))
+        }
+        openblas_set_num_threads(Int32(ql_threads()))
+    }
+
+    public static var isaName: String { String(cString: ql_isa_name(ql_isa_current())) }
+    public static var bestIsaName: String { String(cString: ql_isa_name(ql_isa_best())) }
+    public static var threads: Int { Int(ql_threads()) }
+
+    public static func setThreads(_ n: Int) {
+        ql_set_threads(Int32(max(1, min(n, 256))))
+        openblas_set_num_threads(ql_threads())
+    }
+
+    /// Forces an ISA level by name; false when unknown or unsupported here.
+    @discardableResult
+    public static func setIsa(_ name: String) -> Bool {
+        let level = ql_isa_parse(name)
+        return level >= 0 && ql_isa_set(level) == 0
+    }
+
+    /// Every level this CPU supports, from scalar up.
+    public static var supportedIsas: [String] {
+        (0...3).filter { ql_isa_supported(Int32($0)) != 0 }.map { String(cString: ql_isa_name(Int32($0))) }
+    }
+}

@@ -1,0 +1,98 @@
+// `qlora bench tensor [--json]`: elementwise add and softmax throughput beside memcpy of the same
+// traffic, and OpenBLAS sgemm GFLOP/s, all measured in this run (median of repeats).
+//
+// Traffic: add reads a and b and writes out (12 bytes per f32 element); softmax reads x and
+// writes y (8 bytes per element). memcpy is timed copying half that many bytes, which moves the
+// same traffic (a read and a write of each byte), so the two GB/s figures compare directly.
+
+import CKernels
+import COpenBLAS
+import Foundation
+import Tensor
+
+enum Bench {
+    static func run(_ args: [String]) -> Int32 {
+        var json = false
+        var suites: [String] = []
+        for a in args {
+            switch a {
+            case "--json": json = true
+            case "--help", "-h":
+                print("usage: qlora bench [tensor] [--json]\nMeasures kernels against memcpy and OpenBLAS sgemm in the same run.")
+                return 0
+            case "tensor": suites.append(a)
+            default:
+                FileHandle.standardError.write("qlora bench: unknown argument '\(a)' (expected: tensor, --json)\n".data(using: .utf8) ?? Data())
+                return 2
+            }
+        }
+        if suites.isEmpty { suites = ["tensor"] }
+        do {
+            for s in suites where s == "tensor" { try tensorSuite(json: json) }
+        } catch {
+            FileHandle.standardError.write("qlora bench: \(error)\n".data(using: .utf8) ?? Data())
+            return 1
+        }
+        return 0
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Median seconds of `reps` runs of body (after one warm-up run).
+    static func median(_ reps: Int, _ body: () -> Void) -> Double {
+        body()
+        var times: [Double] = []
+        for _ in 0..<reps {
+            let t0 = now(); body(); times.append(now() - t0)
+        }
+        times.sort()
+        return times[times.count / 2]
+    }
+
+    static func emit(_ json: Bool, _ fields: [(String, Any)]) {
+        if json {
+            let body = fields.map { k, v -> String in
+                if let s = v as? String { return "\"\(k)\": \"\(s)\"" }
+                if let d = v as? Double { return "\"\(k)\": \(String(format: "%.4g", d))" }
+                return "\"\(k)\": \(v)"
+            }
+            print("{" + body.joined(separator: ", ") + "}")
+        } else {
+            print(fields.map { k, v -> String in
+                if let d = v as? Double { return "\(k)=\(String(format: "%.3g", d))" }
+                return "\(k)=\(v)"
+            }.joined(separator: "  "))
+        }
+    }
+
+    static func tensorSuite(json: Bool) throws {
+        if !json { print("# qlora bench tensor: isa \(Runtime.isaName), \(Runtime.threads) threads") }
+        for n in [1_000, 10_000, 100_000, 1_000_000, 10_000_000] {
+            let a = try Tensor.randn([n], seed: 1), b = try Tensor.randn([n], seed: 2)
+            let out = try Tensor(shape: [n], dtype: .f32, zeroed: true)
+            let reps = max(5, min(200, 20_000_000 / n))
+            let tAdd = median(reps) { ql_binary_f32(Int32(QL_BIN_ADD.rawValue), a.f32, 1, b.f32, 1, out.f32, Int64(n)) }
+            let tSoftmax = median(reps) { ql_softmax_f32(a.f32, out.f32, 1, Int64(n)) }
+            let src = try Tensor(shape: [n * 3], dtype: .f32), dst = try Tensor(shape: [n * 3], dtype: .f32)
+            let tCopyAdd = median(reps) { memcpy(dst.raw, src.raw, n * 6) }      // 12n bytes of traffic
+            let tCopySoftmax = median(reps) { memcpy(dst.raw, src.raw, n * 4) }  // 8n bytes of traffic
+            let gb = 1e-9
+            let addGBs = Double(12 * n) * gb / tAdd, copyAddGBs = Double(12 * n) * gb / tCopyAdd
+            let smGBs = Double(8 * n) * gb / tSoftmax, copySmGBs = Double(8 * n) * gb / tCopySoftmax
+            emit(json, [("op", "add"), ("n", n), ("gbps", addGBs), ("memcpy_gbps", copyAddGBs), ("ratio", addGBs / copyAddGBs)])
+            emit(json, [("op", "softmax"), ("n", n), ("gbps", smGBs), ("memcpy_gbps", copySmGBs), ("ratio", smGBs / copySmGBs)])
+        }
+        let m = 1024
+        let x = try Tensor.randn([m, m], seed: 3), w = try Tensor.randn([m, m], seed: 4)
+        let y = try Tensor(shape: [m, m], dtype: .f32)
+        let t = median(5) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(m), Int32(m), 1,
+                        x.f32, Int32(m), w.f32, Int32(m), 0, y.f32, Int32(m))
+        }
+        emit(json, [("op", "sgemm"), ("m", m), ("n", m), ("k", m), ("ms", t * 1e3), ("gflops", 2 * Double(m * m * m) / t * 1e-9)])
+    }
+}
