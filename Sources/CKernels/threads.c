@@ -26,6 +26,12 @@
 #define MAX_THREADS 256
 #define WORKER_SPINS 4000   // pause iterations before a worker sleeps (~100 us)
 #define CALLER_SPINS 20000  // pause iterations before the caller sleeps waiting for workers
+#define YIELD_EVERY 128     // spinning threads yield now and then (helps when oversubscribed)
+
+static inline void spin_pause(int spins) {
+    if (spins % YIELD_EVERY == 0) sched_yield();
+    else cpu_relax();
+}
 
 static _Atomic int g_threads = 0; // 0 = not yet initialised
 
@@ -99,7 +105,7 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while ((w = atomic_load_explicit(&P.job, memory_order_acquire)) == seen) {
             if (++spins < WORKER_SPINS) {
-                cpu_relax();
+                spin_pause(spins);
                 continue;
             }
             pthread_mutex_lock(&P.mu);
@@ -198,7 +204,7 @@ void ql_parallel_for(int64_t ntasks, ql_task_fn fn, void *ctx) {
     int spins = 0;
     while (atomic_load_explicit(&P.pending, memory_order_acquire) > 0) {
         if (++spins < CALLER_SPINS) {
-            cpu_relax();
+            spin_pause(spins);
             continue;
         }
         pthread_mutex_lock(&P.mu);

@@ -316,22 +316,29 @@ final class KernelLevelTests: XCTestCase {
         }
     }
 
-    func testSumAllIsBitwiseIndependentOfThreads() {
+    func testSumsAndSoftmaxAreBitwiseIndependentOfThreads() {
         let n = 3_000_001
         let x = random(n, -1, 1, seed: 9)
+        let rows = 9, cols = 70_001 // long rows: chunked inside each row
         for level in [scalar] + simdLevels {
             _ = ql_isa_set(level)
-            ql_set_threads(1)
-            let s1 = ql_sum_all_f32(x, Int64(n)), q1 = ql_sumsq_all_f32(x, Int64(n))
-            var r1 = [Float](repeating: 0, count: 3)
-            ql_reduce_f32(raw(QL_RED_SUM), x, 3, 1_000_000, 1, &r1)
-            ql_set_threads(2)
-            let s2 = ql_sum_all_f32(x, Int64(n)), q2 = ql_sumsq_all_f32(x, Int64(n))
-            var r2 = [Float](repeating: 0, count: 3)
-            ql_reduce_f32(raw(QL_RED_SUM), x, 3, 1_000_000, 1, &r2)
-            XCTAssertEqual(s1.bitPattern, s2.bitPattern, "sum_all at \(name(level))")
-            XCTAssertEqual(q1.bitPattern, q2.bitPattern, "sumsq_all at \(name(level))")
-            XCTAssertEqual(r1.map(\.bitPattern), r2.map(\.bitPattern), "row sums at \(name(level))")
+            var results: [[UInt64]] = []
+            var rowResults: [[UInt32]] = []
+            for threads in [Int32(1), 2] {
+                ql_set_threads(threads)
+                results.append([ql_sum_all_f32(x, Int64(n)).bitPattern, ql_sumsq_all_f32(x, Int64(n)).bitPattern])
+                var sums = [Float](repeating: 0, count: rows)
+                ql_reduce_f32(raw(QL_RED_SUM), x, Int64(rows), Int64(cols), 1, &sums)
+                var sm = [Float](repeating: 0, count: rows * cols)
+                ql_softmax_f32(x, &sm, Int64(rows), Int64(cols))
+                var one = [Float](repeating: 0, count: cols) // a row alone gives the same bits
+                ql_softmax_f32(Array(x[(4 * cols)..<(5 * cols)]), &one, 1, Int64(cols))
+                XCTAssertEqual(Array(sm[(4 * cols)..<(5 * cols)]).map(\.bitPattern), one.map(\.bitPattern),
+                               "softmax row alone at \(name(level))")
+                rowResults.append(sums.map(\.bitPattern) + sm.map(\.bitPattern))
+            }
+            XCTAssertEqual(results[0], results[1], "sum_all / sumsq_all at \(name(level))")
+            XCTAssertTrue(rowResults[0] == rowResults[1], "row sums / softmax at \(name(level))")
         }
     }
 
