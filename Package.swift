@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // qlora: a QLoRA fine-tuning runtime whose experiments are Lua scripts.
 // Layers (each imports only those above it): CKernels, CLua/COpenBLAS shims,
-// CLuaTrampoline, Tensor, IO, LuaBridge, then the `qlora` executable.
+// CLuaTrampoline, Tensor, Quant, IO, LuaBridge, then the `qlora` executable.
 import PackageDescription
 
 let optimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
@@ -22,13 +22,15 @@ let package = Package(
         // The one C function through which Lua calls Swift (raises Lua errors on Swift's behalf).
         .target(name: "CLuaTrampoline", dependencies: ["CLua"], path: "Sources/CLuaTrampoline"),
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"], path: "Sources/Tensor"),
-        .target(name: "IO", dependencies: ["Tensor"], path: "Sources/IO"),
+        // NF4 / FP4 quantized tensors and the frozen 4-bit linear layer.
+        .target(name: "Quant", dependencies: ["Tensor", "CKernels"], path: "Sources/Quant"),
+        .target(name: "IO", dependencies: ["Tensor", "Quant"], path: "Sources/IO"),
         .target(name: "LuaBridge",
-                dependencies: ["CLua", "CLuaTrampoline", "Tensor", "IO"],
+                dependencies: ["CLua", "CLuaTrampoline", "Tensor", "Quant", "IO"],
                 path: "Sources/LuaBridge"),
-        .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "IO", "CKernels", "COpenBLAS"],
+        .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "Quant", "IO", "CKernels", "COpenBLAS"],
                           path: "Sources/qlora"),
-        .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels"], path: "Tests/TensorTests"),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "IO"], path: "Tests/TensorTests"),
         .testTarget(name: "IOTests", dependencies: ["IO", "Tensor"], path: "Tests/IOTests",
                     resources: []),
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge", "Tensor"],

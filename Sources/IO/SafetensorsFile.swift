@@ -160,11 +160,12 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 
     /// Zero-copy view of a tensor's bytes, valid while this SafetensorsFile lives. `entry` must
-    /// come from this file (a range outside the data section is a programming error and traps).
+    /// come from this file; one whose range lies outside the data section gets an empty buffer.
     public func bytes(of entry: SafetensorsEntry) -> UnsafeRawBufferPointer {
-        precondition(
-            entry.begin >= 0 && entry.begin <= entry.end && entry.end <= dataSize,
-            "SafetensorsFile.bytes(of:): entry \"\(entry.name)\" is not from \(path)")
+        // An entry from another file could point outside this mapping: give it no bytes.
+        guard entry.begin >= 0 && entry.begin <= entry.end && entry.end <= dataSize else {
+            return UnsafeRawBufferPointer(start: nil, count: 0)
+        }
         return UnsafeRawBufferPointer(start: base + dataOffset + entry.begin, count: entry.byteCount)
     }
 

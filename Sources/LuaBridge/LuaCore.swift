@@ -41,7 +41,12 @@ func luaBytes(_ L: LuaState, _ i: Int32) -> [UInt8]? {
 
 /// The Lua type name of the value at i, as scripts know them.
 func luaTypeName(_ L: LuaState, _ i: Int32) -> String {
-    if lua_type(L, i) == LUA_TUSERDATA, TensorUserdata.tensor(L, i) != nil { return "tensor" }
+    if lua_type(L, i) == LUA_TUSERDATA, lua_getmetatable(L, i) != 0 {
+        luaRawGetField(L, -1, "__name")
+        let name = luaString(L, -1)
+        luaPop(L, 2)
+        if let n = name { return shortTypeName(n) }
+    }
     return String(cString: lua_typename(L, lua_type(L, i)))
 }
 
@@ -66,4 +71,10 @@ func luaRawLen(_ L: LuaState, _ i: Int32) -> Int { Int(lua_rawlen(L, i)) }
 
 func luaPcall(_ L: LuaState, _ nargs: Int32, _ nresults: Int32) -> Int32 {
     lua_pcallk(L, nargs, nresults, 0, 0, nil)
+}
+
+/// "qlora.QuantizedTensor" -> "QuantizedTensor", "qlora.Tensor" -> "tensor".
+func shortTypeName(_ name: String) -> String {
+    let short = name.hasPrefix("qlora.") ? String(name.dropFirst(6)) : name
+    return short == "Tensor" ? "tensor" : short
 }

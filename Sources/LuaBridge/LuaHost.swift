@@ -37,6 +37,8 @@ public final class LuaHost {
         Bindings.register(L, q, prefix: "qlora.", TensorBindings.moduleFunctions())
         Bindings.register(L, q, prefix: "qlora.", RuntimeBindings.functions())
         Bindings.register(L, q, prefix: "qlora.", IOBindings.functions())
+        Bindings.register(L, q, prefix: "qlora.", QuantBindings.functions())
+        QuantBindings.install(L)
         luaPushString(L, LuaHost.version); luaRawSetField(L, q, "version")
 
         luaNewTable(L)

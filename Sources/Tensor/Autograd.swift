@@ -39,7 +39,7 @@ extension Tensor {
 
     /// Attaches a node to `self` when recording is on and any input tracks gradients.
     @discardableResult
-    func recorded(_ op: String, _ inputs: [Tensor], _ backward: @escaping (Tensor) throws -> [Tensor?]) -> Tensor {
+    public func recorded(_ op: String, _ inputs: [Tensor], _ backward: @escaping (Tensor) throws -> [Tensor?]) -> Tensor {
         if GradMode.enabled && inputs.contains(where: { $0.tracksGrad }) {
             gradFn = GradNode(op: op, inputs: inputs, backward: backward)
         }

@@ -1,5 +1,6 @@
-// `qlora bench tensor [--json]`: elementwise add and softmax throughput beside memcpy of the same
-// traffic, and OpenBLAS sgemm GFLOP/s, all measured in this run (median of repeats).
+// `qlora bench tensor [--json]`: elementwise add and softmax (one row of n, and rows of 1024)
+// throughput beside memcpy of the same traffic, and OpenBLAS sgemm GFLOP/s, all measured in this
+// run (median of repeats).
 //
 // Traffic: add reads a and b and writes out (12 bytes per f32 element); softmax reads x and
 // writes y (8 bytes per element). memcpy is timed copying half that many bytes, which moves the
@@ -77,6 +78,8 @@ enum Bench {
             let reps = max(5, min(200, 20_000_000 / n))
             let tAdd = median(reps) { ql_binary_f32(Int32(QL_BIN_ADD.rawValue), a.f32, 1, b.f32, 1, out.f32, Int64(n)) }
             let tSoftmax = median(reps) { ql_softmax_f32(a.f32, out.f32, 1, Int64(n)) }
+            let row = min(n, 1024)
+            let tSoftmaxRows = median(reps) { ql_softmax_f32(a.f32, out.f32, Int64(n / row), Int64(row)) }
             let src = try Tensor(shape: [n * 3], dtype: .f32), dst = try Tensor(shape: [n * 3], dtype: .f32)
             let tCopyAdd = median(reps) { memcpy(dst.raw, src.raw, n * 6) }      // 12n bytes of traffic
             let tCopySoftmax = median(reps) { memcpy(dst.raw, src.raw, n * 4) }  // 8n bytes of traffic
@@ -84,7 +87,9 @@ enum Bench {
             let addGBs = Double(12 * n) * gb / tAdd, copyAddGBs = Double(12 * n) * gb / tCopyAdd
             let smGBs = Double(8 * n) * gb / tSoftmax, copySmGBs = Double(8 * n) * gb / tCopySoftmax
             emit(json, [("op", "add"), ("n", n), ("gbps", addGBs), ("memcpy_gbps", copyAddGBs), ("ratio", addGBs / copyAddGBs)])
-            emit(json, [("op", "softmax"), ("n", n), ("gbps", smGBs), ("memcpy_gbps", copySmGBs), ("ratio", smGBs / copySmGBs)])
+            let rowsGBs = Double(8 * (n / row) * row) * gb / tSoftmaxRows
+            emit(json, [("op", "softmax"), ("n", n), ("row", n), ("gbps", smGBs), ("memcpy_gbps", copySmGBs), ("ratio", smGBs / copySmGBs)])
+            emit(json, [("op", "softmax"), ("n", n), ("row", row), ("gbps", rowsGBs), ("memcpy_gbps", copySmGBs), ("ratio", rowsGBs / copySmGBs)])
         }
         let m = 1024
         let x = try Tensor.randn([m, m], seed: 3), w = try Tensor.randn([m, m], seed: 4)

@@ -1,0 +1,3 @@
+// The CKernels module's umbrella header: every public kernel interface.
+#include "qlora_kernels.h"
+#include "qlora_quant.h"

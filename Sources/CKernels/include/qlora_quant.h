@@ -1,0 +1,79 @@
+// qlora 4-bit quantization kernels: the NF4 and FP4 formats of bitsandbytes (blockwise absmax,
+// optional double quantization of the absmax), and the fused 4-bit matrix products that read
+// the packed weights directly.
+//
+// Layout (exactly bitsandbytes'): the weight is flattened row-major and cut into blocks of
+// `block` elements (a block may cross a row boundary; the last may be partial). Element 2i sits
+// in the HIGH nibble of byte i, element 2i+1 in the LOW nibble; an odd count is padded with a
+// zero nibble. absmax[b] = max |x| over block b (clamped below at 1e-38).
+// Double quantization: offset = mean(absmax); (absmax - offset) is quantized in blocks of 256
+// with the signed 8-bit dynamic map, each block scaled by its own f32 nested absmax:
+// absmax[b] = nested_code[absmax_q[b]] * nested_absmax[b / 256] + offset.
+#ifndef QLORA_QUANT_H
+#define QLORA_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { QL_Q_NF4 = 0, QL_Q_FP4 = 1 } ql_qtype;
+
+enum { QL_Q_NESTED_BLOCK = 256 };
+
+// The 16 code values of a format, indexed by the 4-bit code (bitsandbytes' order: NF4 sorted
+// ascending; FP4 by its E2M1 bit pattern, already divided by 12).
+const float *ql_quant_code(int type);
+
+// Number of blocks for n elements.
+static inline int64_t ql_quant_nblocks(int64_t n, int64_t block) { return (n + block - 1) / block; }
+
+// Blockwise 4-bit quantization of n f32 values: packed gets (n+1)/2 bytes, absmax nblocks floats.
+// Bit-exact with bitsandbytes' CPU path (full blocks scale by the f32 reciprocal of absmax, the
+// partial last block divides; ties between two codes take the lower code).
+// NaN inputs: documented in the implementation (they must not crash; they quantize to code of 0).
+void ql_quantize_4bit(int type, const float *x, int64_t n, int64_t block, uint8_t *packed,
+                      float *absmax);
+// out[i] = code[nibble(i)] * absmax[i / block]
+void ql_dequantize_4bit(int type, const uint8_t *packed, const float *absmax, int64_t n,
+                        int64_t block, float *out);
+
+// bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): 256 sorted
+// values in [-1, 1].
+void ql_dynamic_map(float out[256]);
+// Double quantization of nblocks absmax values: offset (mean), q[nblocks] codes into the dynamic
+// map, nested_absmax[ceil(nblocks / 256)].
+void ql_double_quantize(const float *absmax, int64_t nblocks, uint8_t *q, float *nested_absmax,
+                        float *offset);
+void ql_double_dequantize(const uint8_t *q, const float *nested_absmax, const float *nested_code,
+                          float offset, int64_t nblocks, float *absmax);
+
+// A 4-bit weight matrix W [rows = N out_features, cols = K in_features] as the matmul kernels
+// read it. Exactly one of `absmax` (plain) or `absmax_q` (double quantized, with nested_absmax,
+// nested_code and offset) is set.
+typedef struct {
+    int type;                    // ql_qtype
+    int64_t rows, cols, block;
+    const uint8_t *packed;       // (rows*cols + 1) / 2 bytes
+    const float *absmax;         // nblocks, or NULL
+    const uint8_t *absmax_q;     // nblocks, or NULL
+    const float *nested_absmax;  // ceil(nblocks / 256)
+    const float *nested_code;    // 256
+    float offset;
+} ql_qweight;
+
+// y[M, N] = x[M, K] W^T (+ bias[N] when bias != NULL), f32 compute.
+void ql_matmul4_f32(const ql_qweight *w, const float *x, int64_t M, const float *bias, float *y);
+// dx[M, K] = dy[M, N] W (the input gradient; W gets none), f32 compute.
+void ql_matmul4_backward_f32(const ql_qweight *w, const float *dy, int64_t M, float *dx);
+// The same with bf16 compute: x and the dequantized W rounded to bf16, products accumulated in
+// f32 (the BF16 dot instructions where the CPU has them, a correct fallback otherwise).
+void ql_matmul4_bf16(const ql_qweight *w, const float *x, int64_t M, const float *bias, float *y);
+void ql_matmul4_backward_bf16(const ql_qweight *w, const float *dy, int64_t M, float *dx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

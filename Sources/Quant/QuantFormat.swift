@@ -1,0 +1,39 @@
+// The 4-bit formats qlora quantizes to (NF4, FP4 as bitsandbytes defines them) and the options
+// of one quantization: type, block size, double quantization, each validated once here.
+
+import CKernels
+
+public enum QuantType: String, CaseIterable {
+    case nf4, fp4
+
+    var kernel: Int32 { self == .nf4 ? Int32(QL_Q_NF4.rawValue) : Int32(QL_Q_FP4.rawValue) }
+
+    /// The 16 code values, indexed by the 4-bit code.
+    public var code: [Float] {
+        guard let p = ql_quant_code(kernel) else { return [] }
+        return Array(UnsafeBufferPointer(start: p, count: 16))
+    }
+}
+
+public struct QuantOptions: Equatable {
+    public var type: QuantType
+    public var block: Int
+    public var doubleQuant: Bool
+
+    public static let blockRange = 32...4096
+
+    public init(type: QuantType = .nf4, block: Int = 64, doubleQuant: Bool = true) throws {
+        if !QuantOptions.blockRange.contains(block) || block & (block - 1) != 0 {
+            throw QuantError("block size must be a power of two from 32 to 4096, got \(block)")
+        }
+        self.type = type
+        self.block = block
+        self.doubleQuant = doubleQuant
+    }
+}
+
+public struct QuantError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

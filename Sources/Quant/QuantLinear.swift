@@ -1,0 +1,78 @@
+// The frozen 4-bit linear layer: y = x W^T (+ b) with W quantized, computed by the fused 4-bit
+// kernels that dequantize tiles on the fly (never the whole weight). Backward gives dx = dy W
+// (and the bias gradient when the bias requires it); W itself gets no gradient.
+
+import CKernels
+import Tensor
+
+public enum ComputeType: String, CaseIterable {
+    case f32, bf16
+}
+
+public final class QuantLinear {
+    public let weight: QuantizedTensor
+    public let bias: Tensor?
+    public var compute: ComputeType
+
+    public var inFeatures: Int { weight.shape[1] }
+    public var outFeatures: Int { weight.shape[0] }
+
+    public init(weight: QuantizedTensor, bias: Tensor?, compute: ComputeType = .f32) throws {
+        if weight.shape.count != 2 {
+            throw QuantError("expected a 2-d quantized weight [out, in], got shape \(Shape.describe(weight.shape))")
+        }
+        if let b = bias, b.shape != [weight.shape[0]] || !b.dtype.isFloat {
+            throw QuantError("bias must be a floating tensor of shape [\(weight.shape[0])], got \(b.dtype.name) \(Shape.describe(b.shape))")
+        }
+        self.weight = weight
+        self.bias = bias
+        self.compute = compute
+    }
+
+    /// x [..., in] -> [..., out], differentiable with respect to x (and the bias).
+    public func forward(_ x: Tensor) throws -> Tensor {
+        guard let k = x.shape.last, x.ndim >= 1 else {
+            throw QuantError("expected an input with a last dim of \(inFeatures), got a 0-d tensor")
+        }
+        if k != inFeatures {
+            throw QuantError("input's last dim is \(k), the layer expects \(inFeatures) (input shape \(Shape.describe(x.shape)))")
+        }
+        let m = x.count / max(k, 1)
+        let n = outFeatures
+        let xf = try x.asF32()
+        let out = try Tensor(shape: Array(x.shape.dropLast()) + [n], dtype: .f32, zeroed: false)
+        let b = try bias?.asF32()
+        let compute = self.compute
+        try weight.withWeight { w in
+            if compute == .bf16 {
+                ql_matmul4_bf16(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32)
+            } else {
+                ql_matmul4_f32(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32)
+            }
+        }
+        let bias = self.bias
+        var inputs = [x]
+        if let bias = bias { inputs.append(bias) }
+        let weight = self.weight
+        let inputShape = x.shape
+        return out.recorded("quant_linear", inputs) { g in
+            let gf = try g.asF32()
+            var grads: [Tensor?] = []
+            if x.tracksGrad {
+                let dx = try Tensor(shape: inputShape, dtype: .f32, zeroed: false)
+                try weight.withWeight { w in
+                    if compute == .bf16 {
+                        ql_matmul4_backward_bf16(w, gf.f32, Int64(m), dx.f32)
+                    } else {
+                        ql_matmul4_backward_f32(w, gf.f32, Int64(m), dx.f32)
+                    }
+                }
+                grads.append(dx)
+            } else { grads.append(nil) }
+            if let bias = bias {
+                grads.append(bias.tracksGrad ? try gf.reshape([m, n]).reduceDim(.sum, 0, keepDim: false) : nil)
+            }
+            return grads
+        }
+    }
+}
