@@ -5,10 +5,16 @@
 // Layout (exactly bitsandbytes'): the weight is flattened row-major and cut into blocks of
 // `block` elements (a block may cross a row boundary; the last may be partial). Element 2i sits
 // in the HIGH nibble of byte i, element 2i+1 in the LOW nibble; an odd count is padded with a
-// zero nibble. absmax[b] = max |x| over block b (clamped below at 1e-38).
+// zero element (its nibble is the code of 0.0). absmax[b] = max |x| over block b (clamped below
+// at 1e-38).
 // Double quantization: offset = mean(absmax); (absmax - offset) is quantized in blocks of 256
 // with the signed 8-bit dynamic map, each block scaled by its own f32 nested absmax:
 // absmax[b] = nested_code[absmax_q[b]] * nested_absmax[b / 256] + offset.
+// (Implementation notes, quant_format.c: the pad of an odd count is bitsandbytes' zero ELEMENT,
+// so the low nibble of the last byte is the code of 0.0 -- 7 for NF4, 0 for FP4; it is never
+// read back. FP4 code 8 is +0.0 in bitsandbytes' table, like code 0. bitsandbytes 0.50.2's own
+// CPU dequantize_4bit scales element (r, c) by absmax[r * (cols / block) + c / block], which is
+// wrong whenever cols is not a multiple of block; ql_dequantize_4bit uses absmax[i / block].)
 #ifndef QLORA_QUANT_H
 #define QLORA_QUANT_H
 
