@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // qlora: a QLoRA fine-tuning runtime whose experiments are Lua scripts.
 // Layers (each imports only those above it): CKernels, CLua/COpenBLAS shims,
-// CLuaTrampoline, Tensor, Quant, IO, LuaBridge, then the `qlora` executable.
+// CLuaTrampoline, Tensor, Quant, NN, IO, LuaBridge, then the `qlora` executable.
 import PackageDescription
 
 let optimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
@@ -24,9 +24,11 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"], path: "Sources/Tensor"),
         // NF4 / FP4 quantized tensors and the frozen 4-bit linear layer.
         .target(name: "Quant", dependencies: ["Tensor", "CKernels"], path: "Sources/Quant"),
-        .target(name: "IO", dependencies: ["Tensor", "Quant"], path: "Sources/IO"),
+        // Llama-family models, linear layers with LoRA adapters.
+        .target(name: "NN", dependencies: ["Tensor", "Quant"], path: "Sources/NN"),
+        .target(name: "IO", dependencies: ["Tensor", "Quant", "NN"], path: "Sources/IO"),
         .target(name: "LuaBridge",
-                dependencies: ["CLua", "CLuaTrampoline", "Tensor", "Quant", "IO"],
+                dependencies: ["CLua", "CLuaTrampoline", "Tensor", "Quant", "NN", "IO"],
                 path: "Sources/LuaBridge"),
         .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "Quant", "IO", "CKernels", "COpenBLAS"],
                           path: "Sources/qlora"),

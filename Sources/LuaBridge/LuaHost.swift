@@ -39,6 +39,10 @@ public final class LuaHost {
         Bindings.register(L, q, prefix: "qlora.", IOBindings.functions())
         Bindings.register(L, q, prefix: "qlora.", QuantBindings.functions())
         QuantBindings.install(L)
+        Bindings.register(L, q, prefix: "qlora.", ModelBindings.functions())
+        ModelBindings.install(L)
+        Bindings.register(L, q, prefix: "qlora.", TokenizerBindings.functions())
+        TokenizerBindings.install(L)
         luaPushString(L, LuaHost.version); luaRawSetField(L, q, "version")
 
         luaNewTable(L)

@@ -6,11 +6,12 @@ import CKernels
 public enum QuantType: String, CaseIterable {
     case nf4, fp4
 
-    var kernel: Int32 { self == .nf4 ? Int32(QL_Q_NF4.rawValue) : Int32(QL_Q_FP4.rawValue) }
+    /// The format number the C kernels take.
+    public var kernelCode: Int32 { self == .nf4 ? Int32(QL_Q_NF4.rawValue) : Int32(QL_Q_FP4.rawValue) }
 
     /// The 16 code values, indexed by the 4-bit code.
     public var code: [Float] {
-        guard let p = ql_quant_code(kernel) else { return [] }
+        guard let p = ql_quant_code(kernelCode) else { return [] }
         return Array(UnsafeBufferPointer(start: p, count: 16))
     }
 }

@@ -45,7 +45,7 @@ public final class QuantizedTensor {
         let nb = (n + options.block - 1) / options.block
         let packed = try Tensor(shape: [(n + 1) / 2], dtype: .u8, zeroed: false)
         let absmax = try Tensor(shape: [nb], dtype: .f32, zeroed: false)
-        ql_quantize_4bit(options.type.kernel, x.f32, Int64(n), Int64(options.block), packed.raw.assumingMemoryBound(to: UInt8.self), absmax.f32)
+        ql_quantize_4bit(options.type.kernelCode, x.f32, Int64(n), Int64(options.block), packed.raw.assumingMemoryBound(to: UInt8.self), absmax.f32)
         if !options.doubleQuant {
             return QuantizedTensor(options: options, shape: t.shape, count: n, packed: packed, absmax: absmax,
                                    absmaxCodes: nil, nestedAbsmax: nil, nestedCode: nil, offset: 0)
@@ -75,7 +75,7 @@ public final class QuantizedTensor {
     public func dequantize() throws -> Tensor {
         let a = try blockAbsmax()
         let out = try Tensor(shape: shape, dtype: .f32, zeroed: false)
-        ql_dequantize_4bit(type.kernel, packed.raw.assumingMemoryBound(to: UInt8.self), a.f32, Int64(count), Int64(block), out.f32)
+        ql_dequantize_4bit(type.kernelCode, packed.raw.assumingMemoryBound(to: UInt8.self), a.f32, Int64(count), Int64(block), out.f32)
         return out
     }
 
@@ -135,7 +135,7 @@ public final class QuantizedTensor {
     public func withWeight<T>(_ body: (UnsafePointer<ql_qweight>) throws -> T) throws -> T {
         if shape.count != 2 { throw QuantError("expected a 2-d quantized weight, got shape \(Shape.describe(shape))") }
         var w = ql_qweight()
-        w.type = type.kernel
+        w.type = type.kernelCode
         w.rows = Int64(shape[0])
         w.cols = Int64(shape[1])
         w.block = Int64(block)

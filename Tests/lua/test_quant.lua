@@ -35,7 +35,7 @@ for _, qt in ipairs({ "nf4", "fp4" }) do
           -- Dequantized values within 1e-6 of the block's absmax. bitsandbytes' CPU dequantization
           -- reads absmax[r * (cols // block) + c // block] for element (r, c), which is the block
           -- quantization used only when cols is a multiple of block; so compare where the two
-          -- indices agree (everywhere for 64x128 at block 64), and check that is most elements.
+          -- indices agree (everywhere for 64x128 at block 64; at least the first block elsewhere).
           local rows, cols = f.input:shape(1), f.input:shape(2)
           local deq = qw:dequantize():totable()
           local ref = f.dequantized:totable()
@@ -52,7 +52,7 @@ for _, qt in ipairs({ "nf4", "fp4" }) do
             end
           end
           if cols % block == 0 then T.eq(compared, rows * cols, "all elements compared") end
-          assert(compared >= rows * cols // 16, "too few comparable elements: " .. compared)
+          assert(compared >= block, "too few comparable elements: " .. compared)
         end)
       end
     end

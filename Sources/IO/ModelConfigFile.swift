@@ -1,0 +1,96 @@
+// Reading a Hugging Face config.json into a ModelConfig: the Llama, Mistral and Qwen2
+// architectures, both RoPE styles (rope_theta/rope_scaling and rope_parameters), and the
+// bitsandbytes quantization_config of a 4-bit checkpoint. Unsupported options are errors.
+
+import NN
+import Quant
+
+public struct CheckpointQuantization: Equatable {
+    public var options: QuantOptions
+}
+
+public enum ModelConfigFile {
+    public static let architectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
+
+    public static func load(_ path: String) throws -> (ModelConfig, CheckpointQuantization?) {
+        let json = try JSONValue.load(path: path)
+        func bad(_ reason: String) -> IOError { IOError(path: path, reason: reason) }
+        guard let obj = json.objectValue else { throw bad("expected a JSON object") }
+        func int(_ key: String, default d: Int? = nil) throws -> Int {
+            guard let v = obj[key], !v.isNull else {
+                if let d = d { return d }
+                throw bad("missing field \"\(key)\"")
+            }
+            guard let i = v.intValue else { throw bad("field \"\(key)\" must be an integer, got \(v)") }
+            return i
+        }
+        func double(_ o: JSONObject, _ key: String) throws -> Double? {
+            guard let v = o[key], !v.isNull else { return nil }
+            guard let d = v.doubleValue else { throw bad("field \"\(key)\" must be a number, got \(v)") }
+            return d
+        }
+        let arch = obj["architectures"]?.arrayValue?.first?.stringValue ?? ""
+        guard architectures.contains(arch) else {
+            throw bad("unsupported architecture \"\(arch)\" (qlora supports \(architectures.joined(separator: ", ")))")
+        }
+        if let act = obj["hidden_act"]?.stringValue, act != "silu" {
+            throw bad("unsupported hidden_act \"\(act)\" (expected \"silu\")")
+        }
+        var c = ModelConfig(vocabSize: try int("vocab_size"), hiddenSize: try int("hidden_size"),
+                            intermediateSize: try int("intermediate_size"), numLayers: try int("num_hidden_layers"),
+                            numHeads: try int("num_attention_heads"))
+        c.architecture = arch
+        c.modelType = obj["model_type"]?.stringValue ?? "llama"
+        c.numKVHeads = try int("num_key_value_heads", default: c.numHeads)
+        c.headDim = try int("head_dim", default: c.numHeads > 0 ? c.hiddenSize / c.numHeads : 0)
+        c.rmsNormEps = try double(obj, "rms_norm_eps") ?? 1e-6
+        c.maxPositions = try int("max_position_embeddings", default: 2048)
+        c.tieWordEmbeddings = obj["tie_word_embeddings"]?.boolValue ?? false
+        c.attentionBias = arch == "Qwen2ForCausalLM" || (obj["attention_bias"]?.boolValue ?? false)
+        if obj["mlp_bias"]?.boolValue == true { throw bad("unsupported mlp_bias = true") }
+        if let s = obj["sliding_window"], !s.isNull, obj["use_sliding_window"]?.boolValue == true {
+            throw bad("unsupported use_sliding_window = true")
+        }
+        c.bosTokenId = obj["bos_token_id"]?.intValue
+        if let e = obj["eos_token_id"] {
+            if let i = e.intValue { c.eosTokenIds = [i] } else if let a = e.arrayValue { c.eosTokenIds = a.compactMap { $0.intValue } }
+        }
+        c.padTokenId = obj["pad_token_id"]?.intValue
+
+        // RoPE: rope_parameters (newer) or rope_theta + rope_scaling (older).
+        let params = obj["rope_parameters"]?.objectValue
+        c.ropeTheta = try params.flatMap { try double($0, "rope_theta") } ?? double(obj, "rope_theta") ?? 10000
+        let scaling = params ?? obj["rope_scaling"]?.objectValue
+        if let s = scaling {
+            let type = s["rope_type"]?.stringValue ?? s["type"]?.stringValue ?? "default"
+            switch type {
+            case "default": c.ropeScaling = .none
+            case "linear":
+                guard let f = try double(s, "factor"), f > 0 else { throw bad("rope scaling \"linear\" needs a positive \"factor\"") }
+                c.ropeScaling = .linear(factor: f)
+            case "llama3":
+                guard let f = try double(s, "factor"), let lo = try double(s, "low_freq_factor"),
+                      let hi = try double(s, "high_freq_factor"), let orig = s["original_max_position_embeddings"]?.intValue,
+                      f > 0, hi > lo, orig > 0 else {
+                    throw bad("rope scaling \"llama3\" needs factor, low_freq_factor < high_freq_factor and original_max_position_embeddings")
+                }
+                c.ropeScaling = .llama3(factor: f, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositions: orig)
+            default:
+                throw bad("unsupported rope scaling type \"\(type)\" (qlora supports default, linear, llama3)")
+            }
+        }
+        do { try c.validate(path) } catch let e as ModelError { throw bad(String(e.message.dropFirst(path.count + 2))) }
+
+        var quant: CheckpointQuantization? = nil
+        if let q = obj["quantization_config"]?.objectValue {
+            guard q["quant_method"]?.stringValue == "bitsandbytes", q["load_in_4bit"]?.boolValue == true else {
+                throw bad("unsupported quantization_config (qlora reads bitsandbytes 4-bit checkpoints)")
+            }
+            let typeName = q["bnb_4bit_quant_type"]?.stringValue ?? "fp4"
+            guard let type = QuantType(rawValue: typeName) else { throw bad("unsupported bnb_4bit_quant_type \"\(typeName)\"") }
+            let options = try QuantOptions(type: type, block: 64, doubleQuant: q["bnb_4bit_use_double_quant"]?.boolValue ?? false)
+            quant = CheckpointQuantization(options: options)
+        }
+        return (c, quant)
+    }
+}

@@ -1,0 +1,167 @@
+// Loading a Hugging Face model directory: config.json, then weights from model.safetensors or a
+// sharded model.safetensors.index.json, tensor by tensor. Decoder linears are quantized on load
+// when asked (the f32 copy of one tensor at a time is the only transient), or read as they are
+// from a bitsandbytes 4-bit checkpoint. Embeddings, norms and lm_head stay dense (f32).
+
+import Foundation
+import NN
+import Quant
+import Tensor
+
+public struct LoadOptions {
+    /// Quantize decoder linears on load (ignored for a checkpoint that is already 4-bit).
+    public var quant: QuantOptions?
+    public var compute: ComputeType = .f32
+    public init(quant: QuantOptions? = nil, compute: ComputeType = .f32) {
+        self.quant = quant
+        self.compute = compute
+    }
+}
+
+public enum ModelLoader {
+    public static func load(_ dir: String, _ options: LoadOptions) throws -> LlamaModel {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw IOError(path: dir, reason: "not a directory (expected a Hugging Face model directory)")
+        }
+        let (config, checkpointQuant) = try ModelConfigFile.load(dir + "/config.json")
+        let weights = try WeightFiles(dir)
+        let c = config
+
+        func dense(_ name: String, _ shape: [Int]) throws -> Tensor {
+            let t = try weights.tensor(name)
+            if t.shape != shape {
+                throw IOError(path: weights.file(of: name), reason: "tensor \"\(name)\" has shape \(Shape.describe(t.shape)), expected \(Shape.describe(shape))")
+            }
+            if !t.dtype.isFloat { throw IOError(path: weights.file(of: name), reason: "tensor \"\(name)\" is \(t.dtype.name), expected a floating dtype") }
+            return try t.dtype == .f32 ? t : t.converted(to: .f32)
+        }
+        func linear(_ prefix: String, layer: Int?, out: Int, inp: Int, bias: Bool) throws -> LinearModule {
+            let b = bias ? try dense(prefix + ".bias", [out]) : nil
+            let base: LinearBase
+            if checkpointQuant != nil, layer != nil {
+                let q = try weights.bnb4bit(prefix + ".weight", shape: [out, inp])
+                base = .quantized(try QuantLinear(weight: q, bias: b, compute: options.compute))
+            } else if let qo = options.quant, layer != nil {
+                let w = try dense(prefix + ".weight", [out, inp])
+                base = .quantized(try QuantLinear(weight: try QuantizedTensor.quantize(w, qo), bias: b, compute: options.compute))
+            } else {
+                base = .dense(weight: try dense(prefix + ".weight", [out, inp]), bias: b)
+            }
+            return try LinearModule(name: prefix, layer: layer, base: base)
+        }
+
+        let embedding = try dense("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])
+        var layers: [DecoderLayer] = []
+        let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        for i in 0..<c.numLayers {
+            let p = "model.layers.\(i)"
+            layers.append(DecoderLayer(
+                index: i,
+                inputNorm: try dense("\(p).input_layernorm.weight", [c.hiddenSize]),
+                postAttentionNorm: try dense("\(p).post_attention_layernorm.weight", [c.hiddenSize]),
+                q: try linear("\(p).self_attn.q_proj", layer: i, out: qd, inp: c.hiddenSize, bias: c.attentionBias),
+                k: try linear("\(p).self_attn.k_proj", layer: i, out: kvd, inp: c.hiddenSize, bias: c.attentionBias),
+                v: try linear("\(p).self_attn.v_proj", layer: i, out: kvd, inp: c.hiddenSize, bias: c.attentionBias),
+                o: try linear("\(p).self_attn.o_proj", layer: i, out: c.hiddenSize, inp: qd, bias: false),
+                gate: try linear("\(p).mlp.gate_proj", layer: i, out: c.intermediateSize, inp: c.hiddenSize, bias: false),
+                up: try linear("\(p).mlp.up_proj", layer: i, out: c.intermediateSize, inp: c.hiddenSize, bias: false),
+                down: try linear("\(p).mlp.down_proj", layer: i, out: c.hiddenSize, inp: c.intermediateSize, bias: false)))
+        }
+        let norm = try dense("model.norm.weight", [c.hiddenSize])
+        var head: LinearModule? = nil
+        if !c.tieWordEmbeddings {
+            head = try linear("lm_head", layer: nil, out: c.vocabSize, inp: c.hiddenSize, bias: false)
+        }
+        return try LlamaModel(config: c, embedding: embedding, layers: layers, norm: norm, lmHead: head)
+    }
+}
+
+/// The weight files of a model directory: one safetensors file, or shards named by an index.
+struct WeightFiles {
+    private var files: [String: SafetensorsFile] = [:]
+    private var location: [String: (file: String, entry: SafetensorsEntry)] = [:]
+
+    init(_ dir: String) throws {
+        let single = dir + "/model.safetensors"
+        let index = dir + "/model.safetensors.index.json"
+        var names: [String] = []
+        if FileManager.default.fileExists(atPath: single) {
+            names = ["model.safetensors"]
+        } else if FileManager.default.fileExists(atPath: index) {
+            let json = try JSONValue.load(path: index)
+            guard let map = json["weight_map"]?.objectValue else {
+                throw IOError(path: index, reason: "missing \"weight_map\" object")
+            }
+            var seen = Set<String>()
+            for (tensor, v) in map {
+                guard let f = v.stringValue, !f.contains("/"), !f.isEmpty else {
+                    throw IOError(path: index, reason: "weight_map entry \"\(tensor)\" must name a file in the directory")
+                }
+                if !seen.contains(f) {
+                    seen.insert(f)
+                    names.append(f)
+                    if !FileManager.default.fileExists(atPath: dir + "/" + f) {
+                        throw IOError(path: index, reason: "shard \"\(f)\" named in weight_map does not exist")
+                    }
+                }
+            }
+        } else {
+            throw IOError(path: dir, reason: "no model.safetensors or model.safetensors.index.json (qlora reads safetensors weights only)")
+        }
+        for n in names {
+            let path = dir + "/" + n
+            let f = try SafetensorsFile(path: path)
+            files[path] = f
+            for e in f.entries { location[e.name] = (path, e) }
+        }
+    }
+
+    func has(_ name: String) -> Bool { location[name] != nil }
+    func file(of name: String) -> String { location[name]?.file ?? "model.safetensors" }
+
+    func tensor(_ name: String) throws -> Tensor {
+        guard let (path, entry) = location[name], let f = files[path] else {
+            throw IOError(path: files.keys.sorted().first ?? "model.safetensors", reason: "missing tensor \"\(name)\"")
+        }
+        return try TensorFiles.tensor(f, entry)
+    }
+
+    /// A weight saved by bitsandbytes/transformers in 4-bit: packed bytes plus its quant state.
+    func bnb4bit(_ name: String, shape: [Int]) throws -> QuantizedTensor {
+        let stateName = location.keys.first { $0.hasPrefix(name + ".quant_state.bitsandbytes__") }
+        guard let sn = stateName else {
+            throw IOError(path: file(of: name), reason: "4-bit weight \"\(name)\" has no quant_state entry")
+        }
+        let stateBytes = try tensor(sn)
+        var bytes = [UInt8](repeating: 0, count: stateBytes.count)
+        for i in 0..<bytes.count { bytes[i] = UInt8(truncatingIfNeeded: stateBytes.intValue(at: i)) }
+        let state = try JSONValue.parse(bytes)
+        let path = file(of: name)
+        guard let typeName = state["quant_type"]?.stringValue, let type = QuantType(rawValue: typeName),
+              let block = state["blocksize"]?.intValue,
+              let savedShape = state["shape"]?.arrayValue?.compactMap({ $0.intValue }) else {
+            throw IOError(path: path, reason: "quant_state of \"\(name)\" lacks quant_type, blocksize or shape")
+        }
+        if savedShape != shape {
+            throw IOError(path: path, reason: "4-bit weight \"\(name)\" has shape \(Shape.describe(savedShape)), expected \(Shape.describe(shape))")
+        }
+        let nested = state["nested_offset"] != nil
+        let options = try QuantOptions(type: type, block: block, doubleQuant: nested)
+        var parts: [String: Tensor] = ["packed": try tensor(name)]
+        if nested {
+            parts["absmax_q"] = try tensor(name + ".absmax")
+            parts["nested_absmax"] = try tensor(name + ".nested_absmax")
+            parts["nested_code"] = try tensor(name + ".nested_quant_map")
+            let off = state["nested_offset"]?.doubleValue ?? 0
+            parts["offset"] = try Tensor([Float(off)], shape: [1])
+        } else {
+            parts["absmax"] = try tensor(name + ".absmax")
+        }
+        do {
+            return try QuantizedTensor.fromParts(parts, shape: shape, options)
+        } catch let e as QuantError {
+            throw IOError(path: path, reason: "4-bit weight \"\(name)\": \(e.message)")
+        }
+    }
+}

@@ -1,0 +1,107 @@
+// The model part of the `qlora` module: q.load_model and the methods of a model (forward, loss,
+// modules, config, summary).
+
+import CLua
+import IO
+import NN
+import Quant
+import Tensor
+
+enum ModelBindings {
+    static let modelName = "qlora.Model"
+
+    static func install(_ L: LuaState) {
+        ObjectUserdata.register(L, name: modelName, methods: methods()) { o in
+            guard let m = o as? LlamaModel else { return "Model" }
+            return "Model(\(m.config.architecture), \(m.config.numLayers) layers, hidden \(m.config.hiddenSize), vocab \(m.config.vocabSize))"
+        }
+    }
+
+    static func functions() -> [(String, LuaFunction)] {
+        [
+            // q.load_model(dir [, {quant = {type, block, double_quant} | false, compute = "f32"|"bf16"}])
+            ("load_model", { a in
+                let dir = try a.string(1)
+                let opts = try a.options(2, allowed: ["quant", "compute"])
+                var load = LoadOptions()
+                load.compute = try QuantBindings.computeType(a, opts)
+                if let o = opts, let ty = a.optField(o, "quant") {
+                    defer { luaPop(a.L, 1) }
+                    if ty == LUA_TTABLE {
+                        let qt = try a.options(-1, allowed: ["type", "block", "double_quant"])
+                        load.quant = try QuantBindings.quantOptions(a, qt)
+                    } else if ty != LUA_TBOOLEAN || lua_toboolean(a.L, -1) != 0 {
+                        throw a.fail("option 'quant' must be a table {type, block, double_quant} or false")
+                    }
+                }
+                let model = try modelErrors(a) { try ModelLoader.load(dir, load) }
+                ObjectUserdata.push(a.L, model, modelName)
+                return 1
+            }),
+        ]
+    }
+
+    static func methods() -> [(String, LuaFunction)] {
+        func this(_ a: LuaArgs) throws -> LlamaModel { try a.object(1, modelName, as: LlamaModel.self) }
+        return [
+            ("forward", { a in
+                let m = try this(a)
+                let ids = try idsTensor(a, 2)
+                return TensorBindings.push(a, try modelErrors(a) { try m.forward(ids) })
+            }),
+            ("loss", { a in
+                let m = try this(a)
+                let ids = try idsTensor(a, 2)
+                let labels = a.isNil(3) ? ids : try idsTensor(a, 3)
+                return TensorBindings.push(a, try modelErrors(a) { try m.loss(ids, labels) })
+            }),
+            ("modules", { a in
+                let m = try this(a)
+                let list = m.linears
+                lua_createtable(a.L, Int32(list.count), 0)
+                for (i, l) in list.enumerated() {
+                    lua_createtable(a.L, 0, 6)
+                    luaPushString(a.L, l.name); luaRawSetField(a.L, -2, "name")
+                    luaPushString(a.L, l.kind); luaRawSetField(a.L, -2, "kind")
+                    if let li = l.layer { lua_pushinteger(a.L, lua_Integer(li)) } else { lua_pushnil(a.L) }
+                    luaRawSetField(a.L, -2, "layer")
+                    lua_pushinteger(a.L, lua_Integer(l.inFeatures)); luaRawSetField(a.L, -2, "in_features")
+                    lua_pushinteger(a.L, lua_Integer(l.outFeatures)); luaRawSetField(a.L, -2, "out_features")
+                    lua_pushboolean(a.L, l.isQuantized ? 1 : 0); luaRawSetField(a.L, -2, "quantized")
+                    lua_rawseti(a.L, -2, lua_Integer(i + 1))
+                }
+                return 1
+            }),
+            ("config", { a in
+                let c = try this(a).config
+                lua_createtable(a.L, 0, 16)
+                luaPushString(a.L, c.architecture); luaRawSetField(a.L, -2, "architecture")
+                for (k, v) in [("vocab_size", c.vocabSize), ("hidden_size", c.hiddenSize), ("intermediate_size", c.intermediateSize),
+                               ("num_hidden_layers", c.numLayers), ("num_attention_heads", c.numHeads),
+                               ("num_key_value_heads", c.numKVHeads), ("head_dim", c.headDim),
+                               ("max_position_embeddings", c.maxPositions)] {
+                    lua_pushinteger(a.L, lua_Integer(v)); luaRawSetField(a.L, -2, k)
+                }
+                lua_pushnumber(a.L, c.rmsNormEps); luaRawSetField(a.L, -2, "rms_norm_eps")
+                lua_pushnumber(a.L, c.ropeTheta); luaRawSetField(a.L, -2, "rope_theta")
+                lua_pushboolean(a.L, c.tieWordEmbeddings ? 1 : 0); luaRawSetField(a.L, -2, "tie_word_embeddings")
+                return 1
+            }),
+        ]
+    }
+
+    /// Token ids: an integer tensor [B, T] (or [T]), or a Lua table of tables (or of integers).
+    static func idsTensor(_ a: LuaArgs, _ i: Int32) throws -> Tensor {
+        var t: Tensor
+        if let x = TensorUserdata.tensor(a.L, i) { t = x } else if lua_type(a.L, i) == LUA_TTABLE {
+            t = try TensorConversions.fromLua(a, i, dtype: .i64)
+        } else { throw a.typeError(i, "token ids (an integer tensor or a table)") }
+        if t.dtype.isFloat { throw a.fail("token ids must be integers, got a \(t.dtype.name) tensor") }
+        if t.ndim == 1 { t = try t.reshape([1, t.count]) }
+        return t
+    }
+
+    static func modelErrors<T>(_ a: LuaArgs, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as ModelError { throw a.fail(e.message) } catch let e as IOError { throw a.fail(e.description) } catch let e as QuantError { throw a.fail(e.message) }
+    }
+}

@@ -1,0 +1,77 @@
+// The architecture of a Llama-family model (Llama, Mistral, Qwen2) as qlora uses it: sizes,
+// attention layout (GQA, head_dim), RMSNorm eps, RoPE (theta and scaling) and weight tying.
+// Parsed from Hugging Face's config.json by the IO layer; validated here.
+
+public enum RopeScaling: Equatable {
+    case none
+    case linear(factor: Double)
+    case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+}
+
+public struct ModelConfig: Equatable {
+    public var architecture: String = "LlamaForCausalLM"
+    public var modelType: String = "llama"
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numLayers: Int
+    public var numHeads: Int
+    public var numKVHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Double = 1e-6
+    public var ropeTheta: Double = 10000
+    public var ropeScaling: RopeScaling = .none
+    public var maxPositions: Int = 2048
+    public var tieWordEmbeddings: Bool = false
+    /// q/k/v projections carry biases (Qwen2; Llama with attention_bias).
+    public var attentionBias: Bool = false
+    public var bosTokenId: Int?
+    public var eosTokenIds: [Int] = []
+    public var padTokenId: Int?
+
+    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numLayers: Int,
+                numHeads: Int, numKVHeads: Int? = nil, headDim: Int? = nil) {
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numLayers = numLayers
+        self.numHeads = numHeads
+        self.numKVHeads = numKVHeads ?? numHeads
+        self.headDim = headDim ?? (numHeads > 0 ? hiddenSize / numHeads : 0)
+    }
+
+    /// Errors for sizes no model can have; `source` names the file or call in messages.
+    public func validate(_ source: String) throws {
+        func check(_ ok: Bool, _ what: String) throws {
+            if !ok { throw ModelError("\(source): \(what)") }
+        }
+        try check(vocabSize > 0, "vocab_size must be > 0, got \(vocabSize)")
+        try check(hiddenSize > 0, "hidden_size must be > 0, got \(hiddenSize)")
+        try check(intermediateSize > 0, "intermediate_size must be > 0, got \(intermediateSize)")
+        try check(numLayers > 0 && numLayers <= 1024, "num_hidden_layers must be 1..1024, got \(numLayers)")
+        try check(numHeads > 0, "num_attention_heads must be > 0, got \(numHeads)")
+        try check(numKVHeads > 0 && numHeads % numKVHeads == 0,
+                  "num_key_value_heads (\(numKVHeads)) must divide num_attention_heads (\(numHeads))")
+        try check(headDim > 0 && headDim % 2 == 0, "head_dim must be a positive even number, got \(headDim)")
+        try check(rmsNormEps > 0 && rmsNormEps < 1, "rms_norm_eps must be in (0, 1), got \(rmsNormEps)")
+        try check(ropeTheta > 0, "rope_theta must be > 0, got \(ropeTheta)")
+        let sizes = [vocabSize, hiddenSize, intermediateSize, numHeads * headDim]
+        try check(sizes.allSatisfy { $0 < 1 << 24 }, "a size is too large")
+    }
+
+    /// Total parameter count of the dense model.
+    public var parameterCount: Int {
+        let attn = hiddenSize * numHeads * headDim * 2 + hiddenSize * numKVHeads * headDim * 2
+        let bias = attentionBias ? numHeads * headDim + 2 * numKVHeads * headDim : 0
+        let mlp = 3 * hiddenSize * intermediateSize
+        let perLayer = attn + bias + mlp + 2 * hiddenSize
+        let head = tieWordEmbeddings ? 0 : vocabSize * hiddenSize
+        return vocabSize * hiddenSize + numLayers * perLayer + hiddenSize + head
+    }
+}
+
+public struct ModelError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
