@@ -73,7 +73,9 @@ public enum ModelLoader {
         if !c.tieWordEmbeddings {
             head = try linear("lm_head", layer: nil, out: c.vocabSize, inp: c.hiddenSize, bias: false)
         }
-        return try LlamaModel(config: c, embedding: embedding, layers: layers, norm: norm, lmHead: head)
+        let model = try LlamaModel(config: c, embedding: embedding, layers: layers, norm: norm, lmHead: head)
+        model.sourcePath = dir
+        return model
     }
 }
 

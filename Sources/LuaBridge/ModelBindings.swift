@@ -11,7 +11,7 @@ enum ModelBindings {
     static let modelName = "qlora.Model"
 
     static func install(_ L: LuaState) {
-        ObjectUserdata.register(L, name: modelName, methods: methods()) { o in
+        ObjectUserdata.register(L, name: modelName, methods: methods() + LoRABindings.methods()) { o in
             guard let m = o as? LlamaModel else { return "Model" }
             return "Model(\(m.config.architecture), \(m.config.numLayers) layers, hidden \(m.config.hiddenSize), vocab \(m.config.vocabSize))"
         }

@@ -40,6 +40,10 @@ public final class LlamaModel {
     public let lmHead: LinearModule?
     public let rope: RoPE
     public var training = false
+    /// The configuration each named LoRA adapter was added with (what save_adapter writes).
+    public var adapterConfigs: [String: LoRAConfig] = [:]
+    /// Where the base model came from (adapter_config.json's base_model_name_or_path).
+    public var sourcePath: String?
 
     public init(config: ModelConfig, embedding: Tensor, layers: [DecoderLayer], norm: Tensor, lmHead: LinearModule?) throws {
         try config.validate("model")

@@ -1,0 +1,139 @@
+// LoRA adapters in Hugging Face PEFT's layout: adapter_config.json plus adapter_model.safetensors
+// with keys "base_model.model.<module>.lora_A.weight" [r, in] and "...lora_B.weight" [out, r],
+// metadata {"format": "pt"}. Saving writes each file atomically; loading checks every key,
+// shape and module against the model.
+
+import Foundation
+import NN
+import Tensor
+
+public enum PEFTAdapter {
+    static let prefix = "base_model.model."
+
+    public static func save(_ model: LlamaModel, adapter name: String, to dir: String) throws {
+        let modules = model.linears.filter { $0.adapter(named: name) != nil }
+        if modules.isEmpty { throw IOError(path: dir, reason: "the model has no adapter named \"\(name)\"") }
+        let cfg = model.adapterConfigs[name] ?? LoRAConfig()
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw IOError(path: dir, reason: "cannot create the directory (\(error.localizedDescription))")
+        }
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for m in modules {
+            guard let a = m.adapter(named: name) else { continue }
+            tensors.append((prefix + m.name + ".lora_A.weight", try a.a.detach()))
+            tensors.append((prefix + m.name + ".lora_B.weight", try a.b.detach()))
+        }
+        try TensorFiles.save(dir + "/adapter_model.safetensors", tensors, metadata: ["format": "pt"])
+
+        var targets: JSONValue
+        switch cfg.targets {
+        case .names(let n): targets = .array(n.map { .string($0) })
+        case .regex(let p): targets = .string(p)
+        case .allLinear: targets = .string("all-linear")
+        case .predicate: targets = .array(Array(Set(modules.map { $0.kind })).sorted().map { .string($0) })
+        }
+        let config: JSONObject = [
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": model.sourcePath.map { .string($0) } ?? .null,
+            "r": .int(Int64(cfg.r)),
+            "lora_alpha": .double(cfg.alpha),
+            "lora_dropout": .double(cfg.dropout),
+            "target_modules": targets,
+            "bias": "none",
+            "use_rslora": .bool(cfg.rslora),
+            "use_dora": false,
+            "fan_in_fan_out": false,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "modules_to_save": .null,
+            "layers_to_transform": cfg.layers.map { .array($0.map { .int(Int64($0)) }) } ?? .null,
+            "rank_pattern": .object(JSONObject(cfg.rankPattern.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
+            "alpha_pattern": .object(JSONObject(cfg.alphaPattern.sorted { $0.key < $1.key }.map { ($0.key, .double($0.value)) })),
+            "revision": .null,
+        ]
+        try writeFileAtomically(dir + "/adapter_config.json", Array(JSONValue.object(config).serialized(pretty: true).utf8) + [10])
+    }
+
+    /// Loads an adapter saved by PEFT (or by us) onto the model under `name`.
+    public static func load(_ model: LlamaModel, from dir: String, as name: String) throws {
+        let configPath = dir + "/adapter_config.json"
+        let json = try JSONValue.load(path: configPath)
+        func bad(_ reason: String) -> IOError { IOError(path: configPath, reason: reason) }
+        guard let obj = json.objectValue else { throw bad("expected a JSON object") }
+        if let t = obj["peft_type"]?.stringValue, t != "LORA" { throw bad("peft_type \"\(t)\" is not supported (qlora reads LORA adapters)") }
+        if obj["use_dora"]?.boolValue == true { throw bad("use_dora adapters are not supported yet") }
+        guard let r = obj["r"]?.intValue, r >= 1 else { throw bad("field \"r\" must be an integer >= 1") }
+        let alpha = obj["lora_alpha"]?.doubleValue ?? Double(r)
+        let rslora = obj["use_rslora"]?.boolValue ?? false
+        let dropout = obj["lora_dropout"]?.doubleValue ?? 0
+        var alphaPattern: [String: Double] = [:]
+        for (k, v) in obj["alpha_pattern"]?.objectValue ?? JSONObject() {
+            guard let d = v.doubleValue else { throw bad("alpha_pattern \"\(k)\" must be a number") }
+            alphaPattern[k] = d
+        }
+        var rankPattern: [String: Int] = [:]
+        for (k, v) in obj["rank_pattern"]?.objectValue ?? JSONObject() {
+            guard let i = v.intValue else { throw bad("rank_pattern \"\(k)\" must be an integer") }
+            rankPattern[k] = i
+        }
+        let weightsPath = dir + "/adapter_model.safetensors"
+        let (tensors, _) = try TensorFiles.load(weightsPath)
+        let byName = Dictionary(tensors.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
+        let modules = Dictionary(model.linears.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var pending: [(LinearModule, LoRAAdapter)] = []
+        var used = Set<String>()
+        for (key, _) in tensors where key.hasSuffix(".lora_A.weight") {
+            guard key.hasPrefix(prefix) else { throw IOError(path: weightsPath, reason: "key \"\(key)\" does not start with \"\(prefix)\"") }
+            let moduleName = String(key.dropFirst(prefix.count).dropLast(".lora_A.weight".count))
+            guard let m = modules[moduleName] else {
+                throw IOError(path: weightsPath, reason: "adapter key \"\(key)\" names module \"\(moduleName)\", which this model does not have")
+            }
+            let bKey = prefix + moduleName + ".lora_B.weight"
+            guard let a = byName[key], let b = byName[bKey] else { throw IOError(path: weightsPath, reason: "missing \"\(bKey)\"") }
+            let ra = a.shape.first ?? 0
+            if a.shape != [ra, m.inFeatures] || b.shape != [m.outFeatures, ra] || ra < 1 {
+                throw IOError(path: weightsPath, reason: "\(moduleName): lora_A \(Shape.describe(a.shape)) and lora_B \(Shape.describe(b.shape)) do not fit a layer of \(m.inFeatures) inputs and \(m.outFeatures) outputs")
+            }
+            var moduleAlpha = alpha
+            for (k, v) in alphaPattern.sorted(by: { $0.key < $1.key }) where moduleName == k || moduleName.hasSuffix("." + k) { moduleAlpha = v }
+            let af = try a.to(.f32).copy(), bf = try b.to(.f32).copy()
+            af.requiresGrad = true
+            bf.requiresGrad = true
+            pending.append((m, try LoRAAdapter(a: af, b: bf, alpha: moduleAlpha, rslora: rslora, dropout: dropout)))
+            used.insert(key); used.insert(bKey)
+        }
+        if let stray = tensors.first(where: { !used.contains($0.name) }) {
+            throw IOError(path: weightsPath, reason: "unexpected key \"\(stray.name)\" (qlora reads lora_A / lora_B weights)")
+        }
+        if pending.isEmpty { throw IOError(path: weightsPath, reason: "no lora_A / lora_B weights") }
+        if let clash = pending.first(where: { $0.0.adapter(named: name) != nil }) {
+            throw IOError(path: dir, reason: "\(clash.0.name) already has an adapter named \"\(name)\"")
+        }
+        for (m, a) in pending { try m.addAdapter(name, a) }
+        var cfg = LoRAConfig()
+        cfg.name = name
+        cfg.r = r
+        cfg.alpha = alpha
+        cfg.rslora = rslora
+        cfg.dropout = dropout
+        cfg.rankPattern = rankPattern
+        cfg.alphaPattern = alphaPattern
+        if let names = obj["target_modules"]?.arrayValue?.compactMap({ $0.stringValue }) { cfg.targets = .names(names) } else if let s = obj["target_modules"]?.stringValue { cfg.targets = s == "all-linear" ? .allLinear : .regex(s) }
+        model.adapterConfigs[name] = cfg
+    }
+}
+
+/// Writes bytes to path through a temporary file in the same directory and a rename.
+public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
+    let tmp = path + ".tmp-\(getpid())"
+    guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else {
+        throw IOError(path: path, reason: "cannot write the file")
+    }
+    if rename(tmp, path) != 0 {
+        unlink(tmp)
+        throw IOError(path: path, reason: "cannot rename the temporary file into place")
+    }
+}

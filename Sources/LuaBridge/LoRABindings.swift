@@ -1,0 +1,174 @@
+// LoRA methods of a model: add_lora (targets as names, a regex, "all-linear" or a Lua
+// predicate), save_adapter / load_adapter in PEFT's layout, parameters, set_adapter and
+// enabling or disabling adapters.
+
+import CLua
+import IO
+import NN
+import Tensor
+
+enum LoRABindings {
+    static func methods() -> [(String, LuaFunction)] {
+        func this(_ a: LuaArgs) throws -> LlamaModel { try a.object(1, ModelBindings.modelName, as: LlamaModel.self) }
+        return [
+            ("add_lora", { a in
+                let m = try this(a)
+                let cfg = try loraConfig(a, 2)
+                let added = try ModelBindings.modelErrors(a) { try LoRAPlacement.add(m, cfg) }
+                m.adapterConfigs[cfg.name] = cfg
+                lua_pushinteger(a.L, lua_Integer(added.count))
+                return 1
+            }),
+            ("save_adapter", { a in
+                let m = try this(a)
+                let dir = try a.string(2)
+                let opts = try a.options(3, allowed: ["name"])
+                let name = try a.optionString(opts, "name") ?? m.adapterConfigs.keys.sorted().first ?? "default"
+                try ModelBindings.modelErrors(a) { try PEFTAdapter.save(m, adapter: name, to: dir) }
+                return 0
+            }),
+            ("load_adapter", { a in
+                let m = try this(a)
+                let dir = try a.string(2)
+                let opts = try a.options(3, allowed: ["name"])
+                let name = try a.optionString(opts, "name") ?? "default"
+                try ModelBindings.modelErrors(a) { try PEFTAdapter.load(m, from: dir, as: name) }
+                return 0
+            }),
+            ("set_adapter", { a in
+                let m = try this(a)
+                let name = try a.string(2)
+                if m.linears.allSatisfy({ $0.adapter(named: name) == nil }) { throw a.fail("the model has no adapter named \"\(name)\"") }
+                for l in m.linears { l.activeAdapters = [name]; l.adaptersEnabled = true }
+                return 0
+            }),
+            ("disable_adapters", { a in for l in try this(a).linears { l.adaptersEnabled = false }; return 0 }),
+            ("enable_adapters", { a in for l in try this(a).linears { l.adaptersEnabled = true }; return 0 }),
+            // model:parameters{trainable = true} -> list of {name, tensor}
+            ("parameters", { a in
+                let m = try this(a)
+                let opts = try a.options(2, allowed: ["trainable"])
+                let onlyTrainable = try a.optionBool(opts, "trainable") ?? false
+                let list = parameters(m, trainableOnly: onlyTrainable)
+                lua_createtable(a.L, Int32(list.count), 0)
+                for (i, (n, t)) in list.enumerated() {
+                    lua_createtable(a.L, 0, 2)
+                    luaPushString(a.L, n); luaRawSetField(a.L, -2, "name")
+                    TensorUserdata.push(a.L, t); luaRawSetField(a.L, -2, "tensor")
+                    lua_rawseti(a.L, -2, lua_Integer(i + 1))
+                }
+                return 1
+            }),
+            // trainable, total parameter counts
+            ("trainable_parameters", { a in
+                let m = try this(a)
+                let trainable = parameters(m, trainableOnly: true).reduce(0) { $0 + $1.1.count }
+                lua_pushinteger(a.L, lua_Integer(trainable))
+                lua_pushinteger(a.L, lua_Integer(m.config.parameterCount + trainable))
+                return 2
+            }),
+        ]
+    }
+
+    /// LoRA tensors by PEFT name (the dense frozen weights are not listed as trainable).
+    static func parameters(_ m: LlamaModel, trainableOnly: Bool) -> [(String, Tensor)] {
+        var out: [(String, Tensor)] = []
+        for l in m.linears {
+            for (n, ad) in l.adapters {
+                out.append(("\(l.name).lora_A.\(n).weight", ad.a))
+                out.append(("\(l.name).lora_B.\(n).weight", ad.b))
+            }
+        }
+        if trainableOnly { return out.filter { $0.1.requiresGrad } }
+        return out
+    }
+
+    static func loraConfig(_ a: LuaArgs, _ i: Int32) throws -> LoRAConfig {
+        let L = a.L
+        let t = try a.options(i, allowed: ["name", "r", "alpha", "dropout", "targets", "layers", "rank_pattern",
+                                           "alpha_pattern", "rslora", "dora", "init", "seed"])
+        var c = LoRAConfig()
+        c.name = try a.optionString(t, "name") ?? "default"
+        c.r = try a.optionInteger(t, "r") ?? 8
+        if c.r < 1 { throw a.fail("r must be >= 1, got \(c.r)") }
+        c.alpha = try a.optionNumber(t, "alpha") ?? Double(c.r)
+        c.dropout = try a.optionNumber(t, "dropout") ?? 0
+        c.rslora = try a.optionBool(t, "rslora") ?? false
+        if try a.optionBool(t, "dora") == true { throw a.fail("dora is not supported yet") }
+        c.initMethod = try a.optionString(t, "init") ?? "kaiming"
+        if let s = try a.optionInteger(t, "seed") {
+            if s < 0 { throw a.fail("seed must be >= 0") }
+            c.seed = UInt64(s)
+        }
+        if let t = t, let ty = a.optField(t, "targets") {
+            defer { luaPop(L, 1) }
+            let idx = lua_gettop(L)
+            switch ty {
+            case LUA_TSTRING:
+                let s = luaString(L, idx) ?? ""
+                c.targets = s == "all-linear" ? .allLinear : .regex(s)
+            case LUA_TTABLE:
+                var names: [String] = []
+                for k in 1...max(luaRawLen(L, idx), 1) where k <= luaRawLen(L, idx) {
+                    lua_rawgeti(L, idx, lua_Integer(k))
+                    defer { luaPop(L, 1) }
+                    guard let s = luaString(L, -1) else { throw a.fail("targets entry \(k) must be a string") }
+                    names.append(s)
+                }
+                if names.isEmpty { throw a.fail("targets must not be empty") }
+                c.targets = .names(names)
+            case LUA_TFUNCTION:
+                lua_pushvalue(L, idx)
+                let ref = luaL_ref(L, LUA_REGISTRY)
+                c.targets = .predicate { m in try callPredicate(L, ref, m) }
+            default:
+                throw a.fail("targets must be a list of names, a regular expression, \"all-linear\" or a function")
+            }
+        }
+        if let t = t, a.optField(t, "layers") != nil {
+            defer { luaPop(L, 1) }
+            if lua_type(L, -1) == LUA_TNUMBER { c.layers = [try a.integer(-1)] } else { c.layers = try a.intList(-1, what: "layers") }
+        }
+        for key in ["rank_pattern", "alpha_pattern"] {
+            guard let t = t, a.optField(t, key) != nil else { continue }
+            defer { luaPop(L, 1) }
+            let p = try a.table(-1)
+            lua_pushnil(L)
+            while lua_next(L, p) != 0 {
+                defer { luaPop(L, 1) }
+                guard let k = luaString(L, -2), lua_type(L, -1) == LUA_TNUMBER else { throw a.fail("\(key) must map names to numbers") }
+                if key == "rank_pattern" {
+                    var ok: Int32 = 0
+                    let v = lua_tointegerx(L, -1, &ok)
+                    if ok == 0 || v < 1 { throw a.fail("rank_pattern[\"\(k)\"] must be an integer >= 1") }
+                    c.rankPattern[k] = Int(v)
+                } else {
+                    c.alphaPattern[k] = lua_tonumberx(L, -1, nil)
+                }
+            }
+        }
+        return c
+    }
+
+    /// Calls the Lua predicate (by registry reference) with the module's description.
+    static func callPredicate(_ L: LuaState, _ ref: Int32, _ m: LinearModule) throws -> Bool {
+        lua_rawgeti(L, LUA_REGISTRY, lua_Integer(ref))
+        lua_createtable(L, 0, 5)
+        luaPushString(L, m.name); luaRawSetField(L, -2, "name")
+        luaPushString(L, m.kind); luaRawSetField(L, -2, "kind")
+        if let li = m.layer { lua_pushinteger(L, lua_Integer(li)) } else { lua_pushnil(L) }
+        luaRawSetField(L, -2, "layer")
+        lua_pushinteger(L, lua_Integer(m.inFeatures)); luaRawSetField(L, -2, "in_features")
+        lua_pushinteger(L, lua_Integer(m.outFeatures)); luaRawSetField(L, -2, "out_features")
+        if luaPcall(L, 1, 1) != 0 {
+            let msg = luaString(L, -1) ?? "error"
+            luaPop(L, 1)
+            throw LuaError("qlora.add_lora: the targets function raised an error for \(m.name): \(msg)")
+        }
+        defer { luaPop(L, 1) }
+        guard lua_type(L, -1) == LUA_TBOOLEAN else {
+            throw LuaError("qlora.add_lora: the targets function must return true or false, got \(luaTypeName(L, -1)) for \(m.name)")
+        }
+        return lua_toboolean(L, -1) != 0
+    }
+}
