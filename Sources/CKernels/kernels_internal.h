@@ -65,11 +65,23 @@ typedef struct {
     void (*cols)(int op, const float *x, int64_t n, int64_t stride, int64_t m, float *out);
 } ql_red_table;
 
+// One step of the softmax forward sweep (softmax.c): phase A of a chunk, with the next chunk's
+// max in the same loop.
 typedef struct {
-    // y[i] = exp(x[i] - m) (y may be NULL: sum only); returns the sum in double.
-    double (*exp_sum)(const float *x, float m, float *y, int64_t n);
-    void (*scale)(float *y, float s, int64_t n);                         // y *= s
-    void (*sub2)(const float *x, float m, float l, float *y, int64_t n); // y = (x - m) - l
+    const float *x; // the chunk: the step returns sum exp(x[i] - m), i < n, in double with a
+    int64_t n;      // fixed order that depends only on n; callers pass x - m <= 0 (or NaN)
+    float m;
+    int ylog;       // y[i] = exp(x[i] - m) (ylog = 0) or x[i] - m (ylog = 1), unless y is NULL
+    float *y;
+    const float *nx; // next chunk: *nmax = max of nx[0..nn): NaN if any is NaN, -inf when
+    int64_t nn;      // nn == 0, either sign for a zero max
+} ql_sm_step;
+
+typedef struct {
+    double (*step)(const ql_sm_step *s, float *nmax);
+    // Phase B: y = y * a + b rounded once (callers pass b = -0 or a = 1, where the product or
+    // the sum is exact, so the scalar reference needs no fma)
+    void (*affine)(float *y, float a, float b, int64_t n);
     void (*sm_bwd)(const float *y, const float *dy, float d, float *dx, int64_t n);  // y*(dy-d)
     void (*lsm_bwd)(const float *y, const float *dy, float s, float *dx, int64_t n); // dy-exp(y)*s
 } ql_sm_table;
