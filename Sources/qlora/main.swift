@@ -23,6 +23,15 @@ func fail(_ message: String, code: Int32 = 2) -> Never {
     exit(code)
 }
 
+// OpenBLAS's idle threads spin for a while after each call and steal the cores from our own
+// kernels; OPENBLAS_THREAD_TIMEOUT (read when the library loads, before main) makes them sleep
+// at once. Without it in the environment, set it and start again (once).
+if getenv("OPENBLAS_THREAD_TIMEOUT") == nil {
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1)
+    var cargs = CommandLine.arguments.map { strdup($0) } + [nil]
+    execv("/proc/self/exe", &cargs)  // returns only on failure: then carry on as we are
+}
+
 var argv = Array(CommandLine.arguments.dropFirst())
 guard let command = argv.first else { print(usage); exit(0) }
 argv.removeFirst()

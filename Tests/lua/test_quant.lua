@@ -123,7 +123,7 @@ for _, isa in ipairs(q.supported_isas()) do
     local bias = q.randn({ 9 }, { seed = 8 })
     local layer = q.quant_linear(qw, bias)
     local ok, r = q.gradcheck(function(x, b) return q.quant_linear(qw, b):forward(x:tanh()) end,
-      { q.randn({ 3, 40 }, { seed = 9 }), bias })
+      { q.randn({ 3, 40 }, { seed = 9 }), bias }, { eps = 1e-2 }) -- a wider step keeps f32 rounding noise out of the differences
     assert(ok, r.worst)
     -- dx equals dy W for the dequantized W
     local x = q.randn({ 2, 40 }, { seed = 10 }); x.requires_grad = true
