@@ -19,17 +19,19 @@ enum Bench {
             switch a {
             case "--json": json = true
             case "--help", "-h":
-                print("usage: qlora bench [tensor] [--json]\nMeasures kernels against memcpy and OpenBLAS sgemm in the same run.")
+                print("usage: qlora bench [tensor|quant]... [--json]\nMeasures kernels against references timed in the same run: tensor (add, softmax vs memcpy; sgemm GFLOP/s), quant (4-bit matmul vs OpenBLAS sgemm/sgemv on the dense weight; quantize and dequantize GB/s).")
                 return 0
-            case "tensor": suites.append(a)
+            case "tensor", "quant": suites.append(a)
             default:
-                FileHandle.standardError.write("qlora bench: unknown argument '\(a)' (expected: tensor, --json)\n".data(using: .utf8) ?? Data())
+                FileHandle.standardError.write("qlora bench: unknown argument '\(a)' (expected: tensor, quant, --json)\n".data(using: .utf8) ?? Data())
                 return 2
             }
         }
-        if suites.isEmpty { suites = ["tensor"] }
+        if suites.isEmpty { suites = ["tensor", "quant"] }
         do {
-            for s in suites where s == "tensor" { try tensorSuite(json: json) }
+            for s in suites {
+                if s == "tensor" { try tensorSuite(json: json) } else { try quantSuite(json: json) }
+            }
         } catch {
             FileHandle.standardError.write("qlora bench: \(error)\n".data(using: .utf8) ?? Data())
             return 1
@@ -43,11 +45,13 @@ enum Bench {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 
-    /// Median seconds of `reps` runs of body (after one warm-up run).
-    static func median(_ reps: Int, _ body: () -> Void) -> Double {
+    /// Median seconds of `reps` runs of body (after one warm-up run); `before` runs untimed
+    /// ahead of each one (e.g. to evict the caches).
+    static func median(_ reps: Int, before: () -> Void = {}, _ body: () -> Void) -> Double {
         body()
         var times: [Double] = []
         for _ in 0..<reps {
+            before()
             let t0 = now(); body(); times.append(now() - t0)
         }
         times.sort()
@@ -89,7 +93,9 @@ enum Bench {
             emit(json, [("op", "add"), ("n", n), ("gbps", addGBs), ("memcpy_gbps", copyAddGBs), ("ratio", addGBs / copyAddGBs)])
             let rowsGBs = Double(8 * (n / row) * row) * gb / tSoftmaxRows
             emit(json, [("op", "softmax"), ("n", n), ("row", n), ("gbps", smGBs), ("memcpy_gbps", copySmGBs), ("ratio", smGBs / copySmGBs)])
-            emit(json, [("op", "softmax"), ("n", n), ("row", row), ("gbps", rowsGBs), ("memcpy_gbps", copySmGBs), ("ratio", rowsGBs / copySmGBs)])
+            if row != n {
+                emit(json, [("op", "softmax"), ("n", n), ("row", row), ("gbps", rowsGBs), ("memcpy_gbps", copySmGBs), ("ratio", rowsGBs / copySmGBs)])
+            }
         }
         let m = 1024
         let x = try Tensor.randn([m, m], seed: 3), w = try Tensor.randn([m, m], seed: 4)
