@@ -9,7 +9,7 @@ import Tensor
 
 enum LoRABindings {
     static func methods() -> [(String, LuaFunction)] {
-        func this(_ a: LuaArgs) throws -> LlamaModel { try a.object(1, ModelBindings.modelName, as: LlamaModel.self) }
+        func this(_ a: LuaArgs) throws -> LlamaModel { try ModelBindings.model(a) }
         return [
             ("add_lora", { a in
                 let m = try this(a)

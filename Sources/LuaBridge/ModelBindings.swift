@@ -2,17 +2,27 @@
 // modules, config, summary).
 
 import CLua
+import Foundation
 import IO
 import NN
 import Quant
 import Tensor
 
+/// A model as scripts hold it: the network and, when its directory has one, its tokenizer.
+final class ModelHandle {
+    let model: LlamaModel
+    let tokenizer: Tokenizer?
+    init(model: LlamaModel, tokenizer: Tokenizer?) { self.model = model; self.tokenizer = tokenizer }
+}
+
 enum ModelBindings {
     static let modelName = "qlora.Model"
 
+    static func model(_ a: LuaArgs) throws -> LlamaModel { try a.object(1, modelName, as: ModelHandle.self).model }
+
     static func install(_ L: LuaState) {
         ObjectUserdata.register(L, name: modelName, methods: methods() + LoRABindings.methods()) { o in
-            guard let m = o as? LlamaModel else { return "Model" }
+            guard let m = (o as? ModelHandle)?.model else { return "Model" }
             return "Model(\(m.config.architecture), \(m.config.numLayers) layers, hidden \(m.config.hiddenSize), vocab \(m.config.vocabSize))"
         }
     }
@@ -35,15 +45,25 @@ enum ModelBindings {
                     }
                 }
                 let model = try modelErrors(a) { try ModelLoader.load(dir, load) }
-                ObjectUserdata.push(a.L, model, modelName)
+                var tokenizer: Tokenizer? = nil
+                if FileManager.default.fileExists(atPath: dir + "/tokenizer.json") {
+                    tokenizer = try modelErrors(a) { try Tokenizer(path: dir) }
+                }
+                ObjectUserdata.push(a.L, ModelHandle(model: model, tokenizer: tokenizer), modelName)
                 return 1
             }),
         ]
     }
 
     static func methods() -> [(String, LuaFunction)] {
-        func this(_ a: LuaArgs) throws -> LlamaModel { try a.object(1, modelName, as: LlamaModel.self) }
+        func this(_ a: LuaArgs) throws -> LlamaModel { try model(a) }
         return [
+            ("tokenizer", { a in
+                let h = try a.object(1, modelName, as: ModelHandle.self)
+                if let t = h.tokenizer { ObjectUserdata.push(a.L, t, TokenizerBindings.name) } else { lua_pushnil(a.L) }
+                return 1
+            }),
+            ("generate", { a in try GenerateBinding.generate(a) }),
             ("forward", { a in
                 let m = try this(a)
                 let ids = try idsTensor(a, 2)

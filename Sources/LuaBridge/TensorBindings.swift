@@ -144,6 +144,16 @@ enum TensorBindings {
                 return 0
             }),
             ("zero_grad", { a in try a.tensor(1).zeroGrad(); return 0 }),
+            // In-place updates (not recorded by autograd): return the tensor itself.
+            ("copy_", { a in let t = try a.tensor(1); try t.copyIn(try tensorOrNumber(a, 2)); lua_pushvalue(a.L, 1); return 1 }),
+            ("add_", { a in
+                let t = try a.tensor(1)
+                try t.addIn(try tensorOrNumber(a, 2), alpha: try a.optNumber(3, 1))
+                lua_pushvalue(a.L, 1)
+                return 1
+            }),
+            ("mul_", { a in let t = try a.tensor(1); try t.scaleIn(try a.number(2)); lua_pushvalue(a.L, 1); return 1 }),
+            ("zero_", { a in let t = try a.tensor(1); try t.scaleIn(0); lua_pushvalue(a.L, 1); return 1 }),
             ("matmul", { a in push(a, try a.tensor(1).matmul(try a.tensor(2))) }),
             ("t", { a in
                 let t = try a.tensor(1)
