@@ -64,6 +64,8 @@ enum ModelBindings {
                 return 1
             }),
             ("generate", { a in try GenerateBinding.generate(a) }),
+            // A text summary: architecture, parameters, bytes and bits per parameter by kind.
+            ("summary", { a in luaPushString(a.L, ModelSummary.text(try this(a))); return 1 }),
             ("forward", { a in
                 let m = try this(a)
                 let ids = try idsTensor(a, 2)
