@@ -5,22 +5,7 @@
 import XCTest
 import CKernels
 
-final class KernelLevelTests: XCTestCase {
-    private var savedISA: Int32 = 0
-    private var savedThreads: Int32 = 1
-
-    override func setUp() {
-        super.setUp()
-        savedISA = ql_isa_current()
-        savedThreads = ql_threads()
-    }
-
-    override func tearDown() {
-        _ = ql_isa_set(savedISA)
-        ql_set_threads(savedThreads)
-        super.tearDown()
-    }
-
+final class KernelLevelTests: KernelTestCase {
     // MARK: helpers
 
     private static let sizes = [1, 7, 17, 1000, 100_003]

@@ -14,22 +14,7 @@
 import CKernels
 import XCTest
 
-final class Matmul4Tests: XCTestCase {
-    private var savedISA: Int32 = 0
-    private var savedThreads: Int32 = 1
-
-    override func setUp() {
-        super.setUp()
-        savedISA = ql_isa_current()
-        savedThreads = ql_threads()
-    }
-
-    override func tearDown() {
-        _ = ql_isa_set(savedISA)
-        ql_set_threads(savedThreads)
-        super.tearDown()
-    }
-
+final class Matmul4Tests: KernelTestCase {
     // MARK: - Weights
 
     private static let nf4 = Int32(QL_Q_NF4.rawValue)

@@ -7,22 +7,7 @@ import CKernels
 import IO
 import XCTest
 
-final class QuantFormatTests: XCTestCase {
-    private var savedISA: Int32 = 0
-    private var savedThreads: Int32 = 1
-
-    override func setUp() {
-        super.setUp()
-        savedISA = ql_isa_current()
-        savedThreads = ql_threads()
-    }
-
-    override func tearDown() {
-        _ = ql_isa_set(savedISA)
-        ql_set_threads(savedThreads)
-        super.tearDown()
-    }
-
+final class QuantFormatTests: KernelTestCase {
     // MARK: - Helpers
 
     private static let nf4 = Int32(QL_Q_NF4.rawValue)
