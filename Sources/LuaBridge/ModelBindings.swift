@@ -29,6 +29,7 @@ enum ModelBindings {
 
     static func functions() -> [(String, LuaFunction)] {
         [
+            ("llama", { a in try newModel(a) }),
             // q.load_model(dir [, {quant = {type, block, double_quant} | false, compute = "f32"|"bf16"}])
             ("load_model", { a in
                 let dir = try a.string(1)
@@ -55,6 +56,33 @@ enum ModelBindings {
         ]
     }
 
+    /// q.llama{vocab, hidden, layers, heads, kv_heads, intermediate, head_dim, rope_theta,
+    /// rms_norm_eps, max_positions, tie_word_embeddings, seed}: a new model.
+    static func newModel(_ a: LuaArgs) throws -> Int32 {
+        let t = try a.options(1, allowed: ["vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "head_dim",
+                                           "rope_theta", "rms_norm_eps", "max_positions", "tie_word_embeddings", "seed",
+                                           "bos_id", "eos_id"])
+        func need(_ k: String) throws -> Int {
+            guard let v = try a.optionInteger(t, k) else { throw a.fail("missing option '\(k)'") }
+            return v
+        }
+        let heads = try need("heads")
+        var c = ModelConfig(vocabSize: try need("vocab"), hiddenSize: try need("hidden"), intermediateSize: try need("intermediate"),
+                            numLayers: try need("layers"), numHeads: heads, numKVHeads: try a.optionInteger(t, "kv_heads") ?? heads,
+                            headDim: try a.optionInteger(t, "head_dim"))
+        c.ropeTheta = try a.optionNumber(t, "rope_theta") ?? 10000
+        c.rmsNormEps = try a.optionNumber(t, "rms_norm_eps") ?? 1e-6
+        c.maxPositions = try a.optionInteger(t, "max_positions") ?? 2048
+        c.tieWordEmbeddings = try a.optionBool(t, "tie_word_embeddings") ?? false
+        c.bosTokenId = try a.optionInteger(t, "bos_id")
+        if let e = try a.optionInteger(t, "eos_id") { c.eosTokenIds = [e] }
+        let seed = try a.optionInteger(t, "seed") ?? 0
+        if seed < 0 { throw a.fail("seed must be >= 0") }
+        let m = try modelErrors(a) { try LlamaModel.random(c, seed: UInt64(seed)) }
+        ObjectUserdata.push(a.L, ModelHandle(model: m, tokenizer: nil), modelName)
+        return 1
+    }
+
     static func methods() -> [(String, LuaFunction)] {
         func this(_ a: LuaArgs) throws -> LlamaModel { try model(a) }
         return [
@@ -65,6 +93,24 @@ enum ModelBindings {
             }),
             ("generate", { a in try GenerateBinding.generate(a) }),
             // A text summary: architecture, parameters, bytes and bits per parameter by kind.
+            // model:save(dir [, {dtype = "f32"|"bf16", quantized = true | {type, block, double_quant}}])
+            ("save", { a in
+                let m = try this(a)
+                let dir = try a.string(2)
+                let t = try a.options(3, allowed: ["dtype", "quantized"])
+                var o = SaveOptions()
+                o.dtype = try a.optionDType(t) ?? .f32
+                if let t = t, let ty = a.optField(t, "quantized") {
+                    defer { luaPop(a.L, 1) }
+                    if ty == LUA_TTABLE {
+                        o.quantized = try QuantBindings.quantOptions(a, try a.options(-1, allowed: ["type", "block", "double_quant"]))
+                    } else if ty == LUA_TBOOLEAN {
+                        if lua_toboolean(a.L, -1) != 0 { o.quantized = try QuantBindings.quantOptions(a, nil) }
+                    } else { throw a.fail("option 'quantized' must be a boolean or {type, block, double_quant}") }
+                }
+                try modelErrors(a) { try ModelSaver.save(m, to: dir, o) }
+                return 0
+            }),
             ("summary", { a in luaPushString(a.L, ModelSummary.text(try this(a))); return 1 }),
             ("forward", { a in
                 let m = try this(a)

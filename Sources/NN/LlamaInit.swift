@@ -1,0 +1,37 @@
+// A new Llama model from a config: weights drawn from N(0, 0.02) (transformers' initializer_range)
+// from a seeded stream, norms at one, so one seed always gives the same model.
+
+import Tensor
+
+extension LlamaModel {
+    public static func random(_ c: ModelConfig, seed: UInt64) throws -> LlamaModel {
+        try c.validate("qlora.llama")
+        var counter: UInt64 = 0
+        func normal(_ shape: [Int]) throws -> Tensor {
+            counter += 1
+            return try Tensor.randn(shape, seed: seed &* 1_000_003 &+ counter, std: 0.02)
+        }
+        func linear(_ name: String, _ layer: Int?, _ out: Int, _ inp: Int, bias: Bool) throws -> LinearModule {
+            let b = bias ? try Tensor(shape: [out], dtype: .f32) : nil
+            return try LinearModule(name: name, layer: layer, base: .dense(weight: try normal([out, inp]), bias: b))
+        }
+        let qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim
+        var layers: [DecoderLayer] = []
+        for i in 0..<c.numLayers {
+            let p = "model.layers.\(i)"
+            layers.append(DecoderLayer(
+                index: i,
+                inputNorm: try Tensor.full([c.hiddenSize], 1), postAttentionNorm: try Tensor.full([c.hiddenSize], 1),
+                q: try linear("\(p).self_attn.q_proj", i, qd, c.hiddenSize, bias: c.attentionBias),
+                k: try linear("\(p).self_attn.k_proj", i, kvd, c.hiddenSize, bias: c.attentionBias),
+                v: try linear("\(p).self_attn.v_proj", i, kvd, c.hiddenSize, bias: c.attentionBias),
+                o: try linear("\(p).self_attn.o_proj", i, c.hiddenSize, qd, bias: false),
+                gate: try linear("\(p).mlp.gate_proj", i, c.intermediateSize, c.hiddenSize, bias: false),
+                up: try linear("\(p).mlp.up_proj", i, c.intermediateSize, c.hiddenSize, bias: false),
+                down: try linear("\(p).mlp.down_proj", i, c.hiddenSize, c.intermediateSize, bias: false)))
+        }
+        let head = c.tieWordEmbeddings ? nil : try linear("lm_head", nil, c.vocabSize, c.hiddenSize, bias: false)
+        return try LlamaModel(config: c, embedding: try normal([c.vocabSize, c.hiddenSize]), layers: layers,
+                              norm: try Tensor.full([c.hiddenSize], 1), lmHead: head)
+    }
+}
