@@ -1,7 +1,8 @@
 // LoRA adapters in Hugging Face PEFT's layout: adapter_config.json plus adapter_model.safetensors
 // with keys "base_model.model.<module>.lora_A.weight" [r, in] and "...lora_B.weight" [out, r],
-// metadata {"format": "pt"}. Saving writes each file atomically; loading checks every key,
-// shape and module against the model.
+// and for DoRA ("use_dora": true) "...lora_magnitude_vector" [out] (PEFT strips the ".weight";
+// we also read it with one), metadata {"format": "pt"}. Saving writes each file atomically;
+// loading checks every key, shape and module against the model.
 
 import Foundation
 import NN
@@ -24,7 +25,9 @@ public enum PEFTAdapter {
             guard let a = m.adapter(named: name) else { continue }
             tensors.append((prefix + m.name + ".lora_A.weight", try a.a.detach()))
             tensors.append((prefix + m.name + ".lora_B.weight", try a.b.detach()))
+            if let mag = a.magnitude { tensors.append((prefix + m.name + ".lora_magnitude_vector", try mag.detach())) }
         }
+        let useDora = modules.contains { $0.adapter(named: name)?.isDoRA == true }
         try TensorFiles.save(dir + "/adapter_model.safetensors", tensors, metadata: ["format": "pt"])
 
         var targets: JSONValue
@@ -32,7 +35,9 @@ public enum PEFTAdapter {
         case .names(let n): targets = .array(n.map { .string($0) })
         case .regex(let p): targets = .string(p)
         case .allLinear: targets = .string("all-linear")
-        case .predicate: targets = .array(Array(Set(modules.map { $0.kind })).sorted().map { .string($0) })
+        // A predicate has no PEFT form: name exactly the modules it chose (an entry matches a
+        // module whose name equals it or ends with "." + it).
+        case .predicate: targets = .array(modules.map { .string($0.name) })
         }
         let config: JSONObject = [
             "peft_type": "LORA",
@@ -44,7 +49,7 @@ public enum PEFTAdapter {
             "target_modules": targets,
             "bias": "none",
             "use_rslora": .bool(cfg.rslora),
-            "use_dora": false,
+            "use_dora": .bool(useDora),
             "fan_in_fan_out": false,
             "init_lora_weights": true,
             "inference_mode": true,
@@ -64,15 +69,17 @@ public enum PEFTAdapter {
         func bad(_ reason: String) -> IOError { IOError(path: configPath, reason: reason) }
         guard let obj = json.objectValue else { throw bad("expected a JSON object") }
         if let t = obj["peft_type"]?.stringValue, t != "LORA" { throw bad("peft_type \"\(t)\" is not supported (qlora reads LORA adapters)") }
-        if obj["use_dora"]?.boolValue == true { throw bad("use_dora adapters are not supported yet") }
+        let useDora = obj["use_dora"]?.boolValue ?? false
         guard let r = obj["r"]?.intValue, r >= 1 else { throw bad("field \"r\" must be an integer >= 1") }
         let alpha = obj["lora_alpha"]?.doubleValue ?? Double(r)
         let rslora = obj["use_rslora"]?.boolValue ?? false
         let dropout = obj["lora_dropout"]?.doubleValue ?? 0
         var alphaPattern: [String: Double] = [:]
+        var alphaOrder: [String] = []
         for (k, v) in obj["alpha_pattern"]?.objectValue ?? JSONObject() {
             guard let d = v.doubleValue else { throw bad("alpha_pattern \"\(k)\" must be a number") }
             alphaPattern[k] = d
+            alphaOrder.append(k)
         }
         var rankPattern: [String: Int] = [:]
         for (k, v) in obj["rank_pattern"]?.objectValue ?? JSONObject() {
@@ -98,15 +105,33 @@ public enum PEFTAdapter {
                 throw IOError(path: weightsPath, reason: "\(moduleName): lora_A \(Shape.describe(a.shape)) and lora_B \(Shape.describe(b.shape)) do not fit a layer of \(m.inFeatures) inputs and \(m.outFeatures) outputs")
             }
             var moduleAlpha = alpha
-            for (k, v) in alphaPattern.sorted(by: { $0.key < $1.key }) where moduleName == k || moduleName.hasSuffix("." + k) { moduleAlpha = v }
+            // As PEFT: the first key in the file's order whose pattern matches the module name.
+            if let hit = alphaOrder.first(where: { LoRAPlacement.patternMatches($0, moduleName) }), let v = alphaPattern[hit] { moduleAlpha = v }
+            var magnitude: Tensor? = nil
+            if useDora {
+                let mKey = prefix + moduleName + ".lora_magnitude_vector"
+                guard let (foundKey, mag) = [mKey, mKey + ".weight"].lazy.compactMap({ k in byName[k].map { (k, $0) } }).first else {
+                    throw IOError(path: weightsPath, reason: "missing \"\(mKey)\" (adapter_config.json sets use_dora)")
+                }
+                if mag.shape != [m.outFeatures] || !mag.dtype.isFloat {
+                    throw IOError(path: weightsPath, reason: "\(moduleName): lora_magnitude_vector \(mag.dtype.name) \(Shape.describe(mag.shape)) does not fit a layer of \(m.outFeatures) outputs")
+                }
+                let mf = try mag.to(.f32).copy()
+                mf.requiresGrad = true
+                magnitude = mf
+                used.insert(foundKey)
+            }
             let af = try a.to(.f32).copy(), bf = try b.to(.f32).copy()
             af.requiresGrad = true
             bf.requiresGrad = true
-            pending.append((m, try LoRAAdapter(a: af, b: bf, alpha: moduleAlpha, rslora: rslora, dropout: dropout)))
+            pending.append((m, try LoRAAdapter(a: af, b: bf, magnitude: magnitude, alpha: moduleAlpha, rslora: rslora, dropout: dropout)))
             used.insert(key); used.insert(bKey)
         }
         if let stray = tensors.first(where: { !used.contains($0.name) }) {
-            throw IOError(path: weightsPath, reason: "unexpected key \"\(stray.name)\" (qlora reads lora_A / lora_B weights)")
+            if stray.name.contains(".lora_magnitude_vector") && !useDora {
+                throw IOError(path: weightsPath, reason: "key \"\(stray.name)\" is a DoRA magnitude, but adapter_config.json does not set use_dora")
+            }
+            throw IOError(path: weightsPath, reason: "unexpected key \"\(stray.name)\" (qlora reads lora_A / lora_B weights and DoRA magnitudes)")
         }
         if pending.isEmpty { throw IOError(path: weightsPath, reason: "no lora_A / lora_B weights") }
         if let clash = pending.first(where: { $0.0.adapter(named: name) != nil }) {
@@ -121,6 +146,7 @@ public enum PEFTAdapter {
         cfg.dropout = dropout
         cfg.rankPattern = rankPattern
         cfg.alphaPattern = alphaPattern
+        cfg.dora = useDora
         if let names = obj["target_modules"]?.arrayValue?.compactMap({ $0.stringValue }) { cfg.targets = .names(names) } else if let s = obj["target_modules"]?.stringValue { cfg.targets = s == "all-linear" ? .allLinear : .regex(s) }
         model.adapterConfigs[name] = cfg
     }

@@ -1,8 +1,10 @@
 // LoRA methods of a model: add_lora (targets as names, a regex, "all-linear" or a Lua
-// predicate), save_adapter / load_adapter in PEFT's layout, parameters, set_adapter and
+// predicate; DoRA; kaiming / gaussian / PiSSA / LoftQ init), save_adapter / load_adapter in
+// PEFT's layout, merge_adapter / unmerge_adapter, base_weight, parameters, set_adapter and
 // enabling or disabling adapters.
 
 import CLua
+import Foundation
 import IO
 import NN
 import Tensor
@@ -14,7 +16,7 @@ enum LoRABindings {
             ("add_lora", { a in
                 let m = try this(a)
                 let cfg = try loraConfig(a, 2)
-                let added = try ModelBindings.modelErrors(a) { try LoRAPlacement.add(m, cfg) }
+                let added = try ModelBindings.modelErrors(a) { try LoRAPlacement.add(m, cfg, checkpoint: checkpointWeights(m)) }
                 m.adapterConfigs[cfg.name] = cfg
                 lua_pushinteger(a.L, lua_Integer(added.count))
                 return 1
@@ -41,6 +43,33 @@ enum LoRABindings {
                 if m.linears.allSatisfy({ $0.adapter(named: name) == nil }) { throw a.fail("the model has no adapter named \"\(name)\"") }
                 for l in m.linears { l.activeAdapters = [name]; l.adaptersEnabled = true }
                 return 0
+            }),
+            // model:merge_adapter([name]) -> modules changed (default: the active adapters not merged yet)
+            ("merge_adapter", { a in
+                let m = try this(a)
+                let name = a.isNil(2) ? nil : try a.string(2)
+                let n = try ModelBindings.modelErrors(a) { try LoRAMerge.merge(m, adapter: name) }
+                lua_pushinteger(a.L, lua_Integer(n))
+                return 1
+            }),
+            // model:unmerge_adapter([name]) -> modules changed (default: every merged adapter)
+            ("unmerge_adapter", { a in
+                let m = try this(a)
+                let name = a.isNil(2) ? nil : try a.string(2)
+                let n = try ModelBindings.modelErrors(a) { try LoRAMerge.unmerge(m, adapter: name) }
+                lua_pushinteger(a.L, lua_Integer(n))
+                return 1
+            }),
+            // model:base_weight(module) -> f32 copy of the base weight [out, in] (4-bit: dequantized)
+            ("base_weight", { a in
+                let m = try this(a)
+                let name = try a.string(2)
+                guard let l = m.linears.first(where: { $0.name == name }) else {
+                    throw a.fail("the model has no linear layer named \"\(name)\" (see model:modules())")
+                }
+                let w = try ModelBindings.modelErrors(a) { try l.baseWeightF32().copy() }
+                TensorUserdata.push(a.L, w)
+                return 1
             }),
             ("disable_adapters", { a in for l in try this(a).linears { l.adaptersEnabled = false }; return 0 }),
             ("enable_adapters", { a in for l in try this(a).linears { l.adaptersEnabled = true }; return 0 }),
@@ -70,13 +99,14 @@ enum LoRABindings {
         ]
     }
 
-    /// LoRA tensors by PEFT name (the dense frozen weights are not listed as trainable).
+    /// LoRA tensors (A, B and DoRA magnitudes) by PEFT name (the frozen base weights are not listed).
     static func parameters(_ m: LlamaModel, trainableOnly: Bool) -> [(String, Tensor)] {
         var out: [(String, Tensor)] = []
         for l in m.linears {
             for (n, ad) in l.adapters {
                 out.append(("\(l.name).lora_A.\(n).weight", ad.a))
                 out.append(("\(l.name).lora_B.\(n).weight", ad.b))
+                if let mag = ad.magnitude { out.append(("\(l.name).lora_magnitude_vector.\(n).weight", mag)) }
             }
         }
         if trainableOnly { return out.filter { $0.1.requiresGrad } }
@@ -86,7 +116,7 @@ enum LoRABindings {
     static func loraConfig(_ a: LuaArgs, _ i: Int32) throws -> LoRAConfig {
         let L = a.L
         let t = try a.options(i, allowed: ["name", "r", "alpha", "dropout", "targets", "layers", "rank_pattern",
-                                           "alpha_pattern", "rslora", "dora", "init", "seed"])
+                                           "alpha_pattern", "rslora", "dora", "init", "seed", "loftq_iter"])
         var c = LoRAConfig()
         c.name = try a.optionString(t, "name") ?? "default"
         c.r = try a.optionInteger(t, "r") ?? 8
@@ -94,8 +124,13 @@ enum LoRABindings {
         c.alpha = try a.optionNumber(t, "alpha") ?? Double(c.r)
         c.dropout = try a.optionNumber(t, "dropout") ?? 0
         c.rslora = try a.optionBool(t, "rslora") ?? false
-        if try a.optionBool(t, "dora") == true { throw a.fail("dora is not supported yet") }
+        c.dora = try a.optionBool(t, "dora") ?? false
         c.initMethod = try a.optionString(t, "init") ?? "kaiming"
+        if let it = try a.optionInteger(t, "loftq_iter") {
+            if c.initMethod != "loftq" { throw a.fail("loftq_iter applies to init = \"loftq\" only") }
+            if it < 1 { throw a.fail("loftq_iter must be >= 1, got \(it)") }
+            c.loftqIter = it
+        }
         if let s = try a.optionInteger(t, "seed") {
             if s < 0 { throw a.fail("seed must be >= 0") }
             c.seed = UInt64(s)
@@ -148,6 +183,37 @@ enum LoRABindings {
             }
         }
         return c
+    }
+
+    /// A reader of the full-precision weights in the model's own checkpoint (model.safetensors or
+    /// shards), for PiSSA / LoftQ on 4-bit layers: nil when the model has no source directory or
+    /// the checkpoint holds no float tensor "<module>.weight" of the layer's shape (a 4-bit
+    /// checkpoint). LoRAInit uses it only while the layer's base still quantizes from it.
+    static func checkpointWeights(_ model: LlamaModel) -> (LinearModule) throws -> Tensor? {
+        var files: [String: SafetensorsFile] = [:]
+        var weightMap: [String: String]? = nil
+        return { module in
+            guard let dir = model.sourcePath, module.isQuantized else { return nil }
+            let key = module.name + ".weight"
+            var path = dir + "/model.safetensors"
+            if !FileManager.default.fileExists(atPath: path) {
+                if weightMap == nil {
+                    var map: [String: String] = [:]
+                    if let json = try? JSONValue.load(path: dir + "/model.safetensors.index.json"),
+                       let obj = json["weight_map"]?.objectValue {
+                        for (k, v) in obj { if let f = v.stringValue, !f.contains("/"), !f.isEmpty { map[k] = f } }
+                    }
+                    weightMap = map
+                }
+                guard let f = weightMap?[key] else { return nil }
+                path = dir + "/" + f
+            }
+            if files[path] == nil { files[path] = try? SafetensorsFile(path: path) }
+            guard let file = files[path], let e = file.entry(named: key),
+                  [.f32, .bf16, .f16, .f64].contains(e.dtype), e.shape == [module.outFeatures, module.inFeatures],
+                  let t = try? TensorFiles.tensor(file, e) else { return nil }
+            return try t.asF32()
+        }
     }
 
     /// Calls the Lua predicate (by registry reference) with the module's description.

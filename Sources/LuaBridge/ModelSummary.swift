@@ -22,7 +22,10 @@ enum ModelSummary {
             case .dense(let w, let b): add(l.kind, params + (b?.count ?? 0), w.byteCount + (b?.byteCount ?? 0))
             case .quantized(let q): add(l.kind, params + (q.bias?.count ?? 0), q.weight.byteCount + (q.bias?.byteCount ?? 0))
             }
-            for (_, ad) in l.adapters { add("lora", ad.a.count + ad.b.count, ad.a.byteCount + ad.b.byteCount) }
+            for (_, ad) in l.adapters {
+                let m = ad.magnitude
+                add("lora", ad.a.count + ad.b.count + (m?.count ?? 0), ad.a.byteCount + ad.b.byteCount + (m?.byteCount ?? 0))
+            }
         }
         let norms = m.layers.reduce(0) { $0 + $1.inputNorm.count + $1.postAttentionNorm.count } + m.norm.count
         add("norms", norms, norms * 4)

@@ -1,6 +1,7 @@
 // A linear layer of a model, by its Hugging Face name: a frozen base (a dense weight, or a 4-bit
-// QuantLinear) plus any number of named LoRA adapters, of which the active ones add
-// scaling * B(A(dropout(x))) to the base output.
+// QuantLinear) plus any number of named LoRA adapters, of which the active, unmerged ones add
+// scaling * B(A(dropout(x))) to the base output (DoRA adapters add their rescaled update instead,
+// see LoRADoRA.swift).
 
 import Quant
 import Tensor
@@ -63,47 +64,76 @@ public final class LinearModule {
     }
 
     public func forward(_ x: Tensor, training: Bool) throws -> Tensor {
-        var y = try baseForward(x)
-        if !adaptersEnabled { return y }
-        for (n, a) in adapters where activeAdapters?.contains(n) ?? true {
-            y = try y.binary(.add, a.delta(x, training: training))
+        let base = try baseForward(x)
+        if !adaptersEnabled { return base }
+        var y = base
+        // Merged adapters are part of the base weight already.
+        for (n, a) in adapters where !a.merged && (activeAdapters?.contains(n) ?? true) {
+            if a.isDoRA {
+                y = try y.binary(.add, doraDelta(a, x, baseOutput: base, training: training))
+            } else {
+                y = try y.binary(.add, a.delta(x, training: training))
+            }
         }
         return y
     }
 }
 
 /// One LoRA adapter on a linear layer: A [r, in], B [out, r], scaling alpha / r (or
-/// alpha / sqrt(r) with rsLoRA), dropout on the adapter's input during training.
+/// alpha / sqrt(r) with rsLoRA), dropout on the adapter's input during training. With a DoRA
+/// magnitude m [out] the adapter is DoRA (weight-decomposed: the layer's weight becomes
+/// m / ||W + s B A||_row * (W + s B A)).
 public final class LoRAAdapter {
     public let a: Tensor
     public let b: Tensor
+    /// DoRA's trainable magnitude vector [out] (f32); nil for plain LoRA.
+    public let magnitude: Tensor?
     public let r: Int
     public let alpha: Double
     public let rslora: Bool
     public let dropout: Double
+    /// True while the update is folded into the base weight (merge_adapter); a merged adapter
+    /// does not run in forward.
+    public internal(set) var merged = false
+    /// Order of merges across the model (unmerging everything goes newest first).
+    var mergeSerial = 0
+    /// DoRA: the row norms ||W + s B A|| when merged (unmerge divides by m / norm).
+    var mergedNorm: [Double]? = nil
 
     public var scaling: Double { rslora ? alpha / Double(r).squareRoot() : alpha / Double(r) }
+    public var isDoRA: Bool { magnitude != nil }
 
-    public init(a: Tensor, b: Tensor, alpha: Double, rslora: Bool = false, dropout: Double = 0) throws {
+    public init(a: Tensor, b: Tensor, magnitude: Tensor? = nil, alpha: Double, rslora: Bool = false, dropout: Double = 0) throws {
         if a.ndim != 2 || b.ndim != 2 || a.shape[0] != b.shape[1] {
             throw ModelError("LoRA A \(Shape.describe(a.shape)) and B \(Shape.describe(b.shape)) do not fit together (A is [r, in], B is [out, r])")
+        }
+        if let m = magnitude, m.shape != [b.shape[0]] || !m.dtype.isFloat {
+            throw ModelError("DoRA magnitude \(m.dtype.name) \(Shape.describe(m.shape)) does not fit B \(Shape.describe(b.shape)) (expected a float vector of \(b.shape[0]))")
         }
         if !(dropout >= 0 && dropout < 1) { throw ModelError("LoRA dropout must be in [0, 1), got \(dropout)") }
         self.a = a
         self.b = b
+        self.magnitude = magnitude
         r = a.shape[0]
         self.alpha = alpha
         self.rslora = rslora
         self.dropout = dropout
     }
 
+    /// x with inverted dropout applied (training only).
+    func dropped(_ x: Tensor, training: Bool) throws -> Tensor {
+        if !(training && dropout > 0) { return x }
+        let keep = try Tensor.rand(x.shape).binary(.ge, scalar: dropout).converted(to: .f32)
+        return try x.binary(.mul, keep).binary(.mul, scalar: 1 / (1 - dropout))
+    }
+
+    /// scaling * (input A^T) B^T, no dropout.
+    func update(_ input: Tensor) throws -> Tensor {
+        try input.matmul(a.transpose(0, 1)).matmul(b.transpose(0, 1)).binary(.mul, scalar: scaling)
+    }
+
     /// scaling * (drop(x) A^T) B^T
     public func delta(_ x: Tensor, training: Bool) throws -> Tensor {
-        var input = x
-        if training && dropout > 0 {
-            let keep = try Tensor.rand(x.shape).binary(.ge, scalar: dropout).converted(to: .f32)
-            input = try x.binary(.mul, keep).binary(.mul, scalar: 1 / (1 - dropout))
-        }
-        return try input.matmul(a.transpose(0, 1)).matmul(b.transpose(0, 1)).binary(.mul, scalar: scaling)
+        try update(dropped(x, training: training))
     }
 }

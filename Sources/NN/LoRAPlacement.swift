@@ -1,6 +1,7 @@
 // Where LoRA adapters go and how big they are: PEFT's target rules (a list of name suffixes, a
 // full-match regular expression, "all-linear", or a predicate), layers_to_transform, and the
-// rank/alpha patterns, resolved against a model's linear layers.
+// rank/alpha patterns, resolved against a model's linear layers; then the adapters' initial
+// values (kaiming, gaussian, PiSSA, LoftQ) and DoRA magnitudes.
 
 import Foundation
 import Tensor
@@ -28,6 +29,12 @@ public struct LoRAConfig {
     public var rslora = false
     public var initMethod = "kaiming"
     public var seed: UInt64 = 0
+    /// DoRA: each adapter also gets a magnitude vector (PEFT's use_dora).
+    public var dora = false
+    /// LoftQ's alternating rounds (PEFT's loftq_iter).
+    public var loftqIter = 1
+
+    public static let initMethods = ["kaiming", "gaussian", "pissa", "loftq"]
 
     public init() {}
 
@@ -41,7 +48,7 @@ public struct LoRAConfig {
 public enum LoRAPlacement {
     /// True when `pattern` (a key of rank_pattern/alpha_pattern) matches `name` as PEFT does:
     /// the name is the key, or ends with "." + key (keys may be regular expressions).
-    static func patternMatches(_ key: String, _ name: String) -> Bool {
+    public static func patternMatches(_ key: String, _ name: String) -> Bool {
         if name == key || name.hasSuffix("." + key) { return true }
         return fullMatch("(.*\\.)?(\(key))", name)
     }
@@ -86,40 +93,83 @@ public enum LoRAPlacement {
 
     /// Rank and alpha for one module after the patterns.
     public static func rankAndAlpha(_ m: LinearModule, _ cfg: LoRAConfig) -> (Int, Double) {
-        var r = cfg.r, alpha = cfg.alpha
-        for (k, v) in cfg.rankPattern.sorted(by: { $0.key < $1.key }) where patternMatches(k, m.name) { r = v }
-        for (k, v) in cfg.alphaPattern.sorted(by: { $0.key < $1.key }) where patternMatches(k, m.name) { alpha = v }
+        // As PEFT: the first matching key wins, keys in sorted order (the order PEFT saves them in).
+        let r = cfg.rankPattern.sorted(by: { $0.key < $1.key }).first { patternMatches($0.key, m.name) }?.value ?? cfg.r
+        let alpha = cfg.alphaPattern.sorted(by: { $0.key < $1.key }).first { patternMatches($0.key, m.name) }?.value ?? cfg.alpha
         return (r, alpha)
     }
 
-    /// Adds a fresh adapter (A initialised, B zero) to each selected module; returns them.
+    /// Adds a fresh adapter to each selected module; returns them. kaiming / gaussian: A random,
+    /// B zero. pissa / loftq: A and B from an SVD, and the base weight changes (see LoRAInit);
+    /// `checkpoint` may give a 4-bit module's full-precision weight (nil: use the dequantized
+    /// one). With `dora`, the magnitude starts as the row norms of W + s B A.
     @discardableResult
-    public static func add(_ model: LlamaModel, _ cfg: LoRAConfig) throws -> [LinearModule] {
+    public static func add(_ model: LlamaModel, _ cfg: LoRAConfig,
+                           checkpoint: ((LinearModule) throws -> Tensor?)? = nil) throws -> [LinearModule] {
         if cfg.r < 1 { throw ModelError("r must be >= 1, got \(cfg.r)") }
         if !(cfg.dropout >= 0 && cfg.dropout < 1) { throw ModelError("dropout must be in [0, 1), got \(cfg.dropout)") }
-        if !["kaiming", "gaussian"].contains(cfg.initMethod) {
-            throw ModelError("init \"\(cfg.initMethod)\" is not supported yet (supported: kaiming, gaussian)")
+        if !LoRAConfig.initMethods.contains(cfg.initMethod) {
+            throw ModelError("init \"\(cfg.initMethod)\" is not supported yet (supported: \(LoRAConfig.initMethods.joined(separator: ", ")))")
         }
+        if cfg.loftqIter < 1 { throw ModelError("loftq_iter must be >= 1, got \(cfg.loftqIter)") }
         let selected = try select(model.linears, cfg)
         if let clash = selected.first(where: { $0.adapter(named: cfg.name) != nil }) {
             throw ModelError("\(clash.name) already has an adapter named \"\(cfg.name)\"")
         }
-        for (i, m) in selected.enumerated() {
+        // Check everything before any base weight changes.
+        var plan: [(LinearModule, Int, Double)] = []
+        for m in selected {
             let (r, alpha) = rankAndAlpha(m, cfg)
             if r < 1 { throw ModelError("rank_pattern gives \(m.name) rank \(r); ranks must be >= 1") }
+            if cfg.initMethod == "pissa" || cfg.initMethod == "loftq" {
+                if cfg.initMethod == "loftq" && !m.isQuantized {
+                    throw ModelError("\(m.name): loftq needs a 4-bit base (load the model with quant = {...}); this layer is dense")
+                }
+                if r > min(m.inFeatures, m.outFeatures) {
+                    throw ModelError("\(m.name): \(cfg.initMethod) needs r <= min(in, out) = \(min(m.inFeatures, m.outFeatures)), got \(r)")
+                }
+                let probe = LoRAConfig.scaling(r: r, alpha: alpha, rslora: cfg.rslora)
+                if !(probe > 0 && probe.isFinite) {
+                    throw ModelError("\(m.name): \(cfg.initMethod) needs a positive scaling (alpha > 0), got alpha \(alpha)")
+                }
+            }
+            plan.append((m, r, alpha))
+        }
+        for (i, (m, r, alpha)) in plan.enumerated() {
+            let scaling = LoRAConfig.scaling(r: r, alpha: alpha, rslora: cfg.rslora)
             let seed = cfg.seed &* 1_000_003 &+ UInt64(i)
-            let a: Tensor
-            if cfg.initMethod == "gaussian" {
+            var a: Tensor, b: Tensor
+            switch cfg.initMethod {
+            case "pissa":
+                (a, b) = try LoRAInit.pissa(m, r: r, scaling: scaling, source: LoRAInit.sourceWeight(m, checkpoint: checkpoint))
+            case "loftq":
+                (a, b) = try LoRAInit.loftq(m, r: r, scaling: scaling, iterations: cfg.loftqIter,
+                                            source: LoRAInit.sourceWeight(m, checkpoint: checkpoint))
+            case "gaussian":
                 a = try Tensor.randn([r, m.inFeatures], seed: seed, std: 1 / Double(r))
-            } else {
+                b = try Tensor(shape: [m.outFeatures, r], dtype: .f32)
+            default:
                 let bound = 1 / Double(m.inFeatures).squareRoot()
                 a = try Tensor.rand([r, m.inFeatures], seed: seed, lo: -bound, hi: bound)
+                b = try Tensor(shape: [m.outFeatures, r], dtype: .f32)
             }
-            let b = try Tensor(shape: [m.outFeatures, r], dtype: .f32)
+            var magnitude: Tensor? = nil
+            if cfg.dora {
+                let mag = try m.doraWeightNorm(a: a, b: b, scaling: scaling)
+                mag.requiresGrad = true
+                magnitude = mag
+            }
             a.requiresGrad = true
             b.requiresGrad = true
-            try m.addAdapter(cfg.name, LoRAAdapter(a: a, b: b, alpha: alpha, rslora: cfg.rslora, dropout: cfg.dropout))
+            try m.addAdapter(cfg.name, LoRAAdapter(a: a, b: b, magnitude: magnitude, alpha: alpha, rslora: cfg.rslora, dropout: cfg.dropout))
         }
         return selected
+    }
+}
+
+extension LoRAConfig {
+    /// alpha / r, or alpha / sqrt(r) with rsLoRA (as LoRAAdapter.scaling).
+    public static func scaling(r: Int, alpha: Double, rslora: Bool) -> Double {
+        rslora ? alpha / Double(r).squareRoot() : alpha / Double(r)
     }
 }

@@ -91,7 +91,7 @@ T.case("bad LoRA options and adapters", function()
   T.errors(function() model:add_lora{ targets = function() error("oops") end } end, "oops")
   T.errors(function() model:add_lora{ targets = "(" } end, "not a valid regular expression")
   T.errors(function() model:add_lora{ rr = 4 } end, "unknown option 'rr'")
-  T.errors(function() model:add_lora{ init = "pissa" } end, "not supported yet")
+  T.errors(function() model:add_lora{ init = "olora" } end, "not supported yet")
   T.errors(function() model:add_lora{ dropout = 1.5 } end, "dropout")
   model:add_lora{}
   T.errors(function() model:add_lora{} end, "already has an adapter named \"default\"")
