@@ -129,7 +129,7 @@ public final class LoRAAdapter {
 
     /// scaling * (input A^T) B^T, no dropout.
     func update(_ input: Tensor) throws -> Tensor {
-        try input.matmul(a.transpose(0, 1)).matmul(b.transpose(0, 1)).binary(.mul, scalar: scaling)
+        try LoRAOp.update(input, a, b, scaling: scaling)
     }
 
     /// scaling * (drop(x) A^T) B^T

@@ -59,8 +59,9 @@ extension Tensor {
         }
     }
 
-    /// c[i] = op(a[i]) x op(b[i]) for nb batches, c [m, n]; op transposes a stored matrix.
-    static func gemm(_ ta: Bool, _ tb: Bool, _ a: Tensor, _ b: Tensor, _ c: Tensor,
+    /// c[i] = op(a[i]) x op(b[i]) for nb batches, c [m, n]; op transposes a stored matrix. All
+    /// three are f32 and contiguous (callers check).
+    public static func gemm(_ ta: Bool, _ tb: Bool, _ a: Tensor, _ b: Tensor, _ c: Tensor,
                      _ nb: Int, _ m: Int, _ n: Int, _ k: Int) throws {
         if m == 0 || n == 0 { return }
         if k == 0 { c.f32.update(repeating: 0, count: c.count); return }
