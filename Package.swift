@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // qlora: a QLoRA fine-tuning runtime whose experiments are Lua scripts.
 // Layers (each imports only those above it): CKernels, CLua/COpenBLAS shims,
-// CLuaTrampoline, Tensor, Quant, NN, IO, LuaBridge, then the `qlora` executable.
+// CLuaTrampoline, Tensor, Quant, NN, IO, Train, LuaBridge, then the `qlora` executable.
 import PackageDescription
 
 let optimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
@@ -27,8 +27,10 @@ let package = Package(
         // Llama-family models, linear layers with LoRA adapters.
         .target(name: "NN", dependencies: ["Tensor", "Quant"], path: "Sources/NN"),
         .target(name: "IO", dependencies: ["Tensor", "Quant", "NN"], path: "Sources/IO"),
+        // Optimizers, learning-rate schedules, datasets and the trainer.
+        .target(name: "Train", dependencies: ["Tensor", "Quant", "NN", "IO", "CKernels"], path: "Sources/Train"),
         .target(name: "LuaBridge",
-                dependencies: ["CLua", "CLuaTrampoline", "Tensor", "Quant", "NN", "IO"],
+                dependencies: ["CLua", "CLuaTrampoline", "Tensor", "Quant", "NN", "IO", "Train"],
                 path: "Sources/LuaBridge"),
         .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "Quant", "IO", "CKernels", "COpenBLAS"],
                           path: "Sources/qlora"),
