@@ -153,9 +153,10 @@ enum LoRABindings {
                 if names.isEmpty { throw a.fail("targets must not be empty") }
                 c.targets = .names(names)
             case LUA_TFUNCTION:
-                lua_pushvalue(L, idx)
-                let ref = luaL_ref(L, LUA_REGISTRY)
-                c.targets = .predicate { m in try callPredicate(L, ref, m) }
+                // The function stays reachable in the options table for the whole add_lora call,
+                // which is the only time the predicate runs.
+                let optionsTable = t
+                c.targets = .predicate { m in try callPredicate(L, optionsTable, m) }
             default:
                 throw a.fail("targets must be a list of names, a regular expression, \"all-linear\" or a function")
             }
@@ -216,9 +217,9 @@ enum LoRABindings {
         }
     }
 
-    /// Calls the Lua predicate (by registry reference) with the module's description.
-    static func callPredicate(_ L: LuaState, _ ref: Int32, _ m: LinearModule) throws -> Bool {
-        lua_rawgeti(L, LUA_REGISTRY, lua_Integer(ref))
+    /// Calls the options' `targets` function with the module's description.
+    static func callPredicate(_ L: LuaState, _ options: Int32, _ m: LinearModule) throws -> Bool {
+        luaRawGetField(L, options, "targets")
         lua_createtable(L, 0, 5)
         luaPushString(L, m.name); luaRawSetField(L, -2, "name")
         luaPushString(L, m.kind); luaRawSetField(L, -2, "kind")
