@@ -43,6 +43,8 @@ public final class LuaHost {
         ModelBindings.install(L)
         Bindings.register(L, q, prefix: "qlora.", TokenizerBindings.functions())
         TokenizerBindings.install(L)
+        DataBindings.install(L, moduleIndex: q)
+        OptimBindings.install(L, moduleIndex: q)
         luaPushString(L, LuaHost.version); luaRawSetField(L, q, "version")
 
         luaNewTable(L)

@@ -1,3 +1,4 @@
 // The CKernels module's umbrella header: every public kernel interface.
 #include "qlora_kernels.h"
 #include "qlora_quant.h"
+#include "qlora_optim.h"
