@@ -3,11 +3,19 @@
 
 import CLua
 import CLuaTrampoline
+import Foundation
 import Tensor
 
 public final class LuaHost {
     public let L: LuaState
     public static let version = "0.1.0"
+    /// The running executable's path (resolved through /proc/self/exe where available).
+    public static var executablePath: String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        if n > 0 { return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return CommandLine.arguments.first ?? "qlora"
+    }
 
     public init() throws {
         guard let state = luaL_newstate() else { throw LuaError("qlora: cannot create a Lua state (out of memory)") }
@@ -60,6 +68,7 @@ public final class LuaHost {
         Bindings.push(L, "qlora.Tensor.__index", TensorBindings.property)
         if qlora_pcall_traceback(L, 4, 1) != 0 { throw LuaError("qlora: prelude failed: \(luaString(L, -1) ?? "")") }
         luaPop(L, 1)
+        try runModuleChunk(trainerSource, name: "=qlora.trainer", module: q)
 
         // require "qlora" and the global `qlora`.
         lua_getglobal(L, "package")
@@ -70,6 +79,14 @@ public final class LuaHost {
         lua_settop(L, 0)
     }
 
+    /// Runs a chunk of the module written in Lua, passing it the module table.
+    private func runModuleChunk(_ source: String, name: String, module q: Int32) throws {
+        let status = source.withCString { luaL_loadbufferx(L, $0, source.utf8.count, name, "t") }
+        if status != 0 { throw LuaError("qlora: \(name) does not compile: \(luaString(L, -1) ?? "")") }
+        lua_pushvalue(L, q)
+        if qlora_pcall_traceback(L, 1, 0) != 0 { throw LuaError("qlora: \(name) failed: \(luaString(L, -1) ?? "")") }
+    }
+
     /// Runs a script file with arguments; returns nil on success or the error text (message,
     /// file:line and traceback).
     public func runFile(_ path: String, args: [String]) -> String? {
@@ -77,6 +94,8 @@ public final class LuaHost {
         // arg table: arg[0] = script, arg[1...] = args
         lua_createtable(L, Int32(args.count), 1)
         luaPushString(L, path); lua_rawseti(L, -2, 0)
+        // arg[-1]: the qlora executable, so a script can start another qlora process.
+        luaPushString(L, LuaHost.executablePath); lua_rawseti(L, -2, -1)
         for (i, s) in args.enumerated() { luaPushString(L, s); lua_rawseti(L, -2, lua_Integer(i + 1)) }
         lua_setglobal(L, "arg")
         if luaL_loadfilex(L, path, nil) != 0 {

@@ -92,6 +92,14 @@ enum ModelBindings {
                 return 1
             }),
             ("generate", { a in try GenerateBinding.generate(a) }),
+            // model:train(true|false): training mode turns adapter dropout on.
+            ("train", { a in
+                let m = try this(a)
+                let previous = m.training
+                m.training = a.isNil(2) ? true : try a.bool(2)
+                lua_pushboolean(a.L, previous ? 1 : 0)
+                return 1
+            }),
             // A text summary: architecture, parameters, bytes and bits per parameter by kind.
             // model:save(dir [, {dtype = "f32"|"bf16", quantized = true | {type, block, double_quant}}])
             ("save", { a in

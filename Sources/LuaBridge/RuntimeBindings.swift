@@ -1,7 +1,9 @@
 // Runtime functions of the `qlora` module: the ISA level and thread count in use.
 
 import CLua
+import Foundation
 import Tensor
+import Train
 
 enum RuntimeBindings {
     static func functions() -> [(String, LuaFunction)] {
@@ -20,6 +22,69 @@ enum RuntimeBindings {
                 }
                 return 0
             }),
+            // The global random stream (seed, draws so far), for checkpoints that resume exactly.
+            ("random_state", { a in
+                lua_pushinteger(a.L, lua_Integer(bitPattern: RandomState.seed))
+                lua_pushinteger(a.L, lua_Integer(bitPattern: RandomState.offset))
+                return 2
+            }),
+            ("set_random_state", { a in
+                RandomState.seed = UInt64(bitPattern: Int64(try a.integer(1)))
+                RandomState.offset = UInt64(bitPattern: Int64(try a.integer(2)))
+                return 0
+            }),
+            // Resident memory of this process now and at its peak, in MB.
+            ("memory_mb", { a in
+                let (rss, peak) = processMemoryMB()
+                lua_pushnumber(a.L, rss)
+                lua_pushnumber(a.L, peak)
+                return 2
+            }),
+            // q.lr_at(kind, step, {lr, warmup, total, min_lr}): the schedule's rate at an optimizer step.
+            ("lr_at", { a in
+                let kindName = try a.string(1)
+                guard let kind = LRScheduleKind(rawValue: kindName) else {
+                    throw a.fail("unknown schedule \"\(kindName)\" (expected constant, linear or cosine)")
+                }
+                let step = try a.integer(2)
+                let t = try a.options(3, allowed: ["lr", "warmup", "total", "min_lr"])
+                do {
+                    let s = try LRSchedule(kind: kind, peak: try a.optionNumber(t, "lr") ?? 1e-3, warmup: try a.optionInteger(t, "warmup") ?? 0,
+                                           total: try a.optionInteger(t, "total") ?? 1, minLR: try a.optionNumber(t, "min_lr") ?? 0)
+                    lua_pushnumber(a.L, s.lr(at: step))
+                } catch let e as TrainError { throw a.fail(e.message) }
+                return 1
+            }),
+            // Wall-clock seconds (monotonic), for rates and ETAs.
+            ("clock", { a in
+                var ts = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &ts)
+                lua_pushnumber(a.L, Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9)
+                return 1
+            }),
+            // Small filesystem helpers for checkpoints: mkdir -p, rm -rf, list a directory.
+            ("mkdir", { a in
+                let path = try a.string(1)
+                do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+                    throw a.fail("\(path): cannot create the directory (\(error.localizedDescription))")
+                }
+                return 0
+            }),
+            ("rmtree", { a in
+                let path = try a.string(1)
+                if FileManager.default.fileExists(atPath: path) {
+                    do { try FileManager.default.removeItem(atPath: path) } catch { throw a.fail("\(path): cannot remove (\(error.localizedDescription))") }
+                }
+                return 0
+            }),
+            ("listdir", { a in
+                let path = try a.string(1)
+                let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
+                lua_createtable(a.L, Int32(names.count), 0)
+                for (i, n) in names.enumerated() { luaPushString(a.L, n); lua_rawseti(a.L, -2, lua_Integer(i + 1)) }
+                return 1
+            }),
+            ("isatty", { a in lua_pushboolean(a.L, isatty(1) != 0 ? 1 : 0); return 1 }),
             ("threads", { a in lua_pushinteger(a.L, lua_Integer(Runtime.threads)); return 1 }),
             ("set_threads", { a in
                 let n = try a.integer(1)
@@ -29,4 +94,17 @@ enum RuntimeBindings {
             }),
         ]
     }
+}
+
+/// (resident, peak resident) memory in MB from /proc/self/status (0 where unavailable).
+func processMemoryMB() -> (Double, Double) {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
+    func field(_ name: String) -> Double {
+        for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
+            let digits = line.split(separator: " ").compactMap { Double($0) }
+            if let kb = digits.first { return kb / 1024 }
+        }
+        return 0
+    }
+    return (field("VmRSS"), field("VmHWM"))
 }
