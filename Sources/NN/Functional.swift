@@ -1,11 +1,19 @@
 // The Llama-family building blocks composed from differentiable tensor ops: RMSNorm, causal
 // grouped-query attention, SwiGLU and the shifted cross-entropy loss of causal language models.
+// By default each runs as one fused kernel op (FusedOps.swift, Sources/CKernels/nn_*.c); the
+// composed versions stay as the reference (Functional.fused = false, or QLORA_FUSED=0).
 
+import Foundation
 import Tensor
 
 public enum Functional {
+    /// True (the default) routes RMSNorm, attention, SwiGLU, RoPE and the loss through the
+    /// fused kernels (FusedOps); false composes them from tensor ops. QLORA_FUSED=0 starts off.
+    nonisolated(unsafe) public static var fused = ProcessInfo.processInfo.environment["QLORA_FUSED"] != "0"
+
     /// x * rsqrt(mean(x^2) + eps) * weight over the last dim, in f32.
     public static func rmsNorm(_ x: Tensor, _ weight: Tensor, eps: Double) throws -> Tensor {
+        if fused, let y = try FusedOps.rmsNorm(x, weight, eps: eps) { return y }
         let xf = try x.to(.f32)
         let ms = try xf.unary(.square).reduceDim(.mean, xf.ndim - 1, keepDim: true)
         return try xf.binary(.mul, ms.binary(.add, scalar: eps).unary(.rsqrt)).binary(.mul, weight.to(.f32))
@@ -14,6 +22,7 @@ public enum Functional {
     /// q [B, H, T, D], k and v [B, KV, S, D] (S >= T: cached keys first); causal, so query t sees
     /// keys up to S - T + t. Returns [B, H, T, D].
     public static func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor) throws -> Tensor {
+        if fused, let y = try FusedOps.attention(q, k, v) { return y }
         let b = q.shape[0], h = q.shape[1], t = q.shape[2], d = q.shape[3]
         let kv = k.shape[1], s = k.shape[2]
         var keys = k, values = v
@@ -33,7 +42,8 @@ public enum Functional {
 
     /// down(silu(gate) * up) given the gate and up projections' outputs: silu(gate) * up.
     public static func swiglu(_ gate: Tensor, _ up: Tensor) throws -> Tensor {
-        try gate.unary(.silu).binary(.mul, up)
+        if fused, let y = try FusedOps.swiglu(gate, up) { return y }
+        return try gate.unary(.silu).binary(.mul, up)
     }
 
     /// Mean cross-entropy of logits [B, T, V] predicting labels [B, T] shifted by one (position t
@@ -55,6 +65,10 @@ public enum Functional {
             }
         } }
         let counted = weights.reduce(0, +)
+        if fused {
+            let shifted = weights.enumerated().map { $0.element == 0 ? Int64(-1) : target[$0.offset] }
+            return try FusedOps.causalLMLoss(logits, targets: shifted, counted: Int(counted))
+        }
         let idx = try Tensor(shape: [b * (t - 1), 1], dtype: .i64, zeroed: false)
         for (i, y) in target.enumerated() { idx.storeInteger(y, at: i) }
         let w = try Tensor(weights, shape: [b * (t - 1), 1])

@@ -53,6 +53,7 @@ public struct RoPE {
 
     /// x [..., T, headDim] rotated by the tables [T, headDim] (differentiable).
     public static func apply(_ x: Tensor, cos: Tensor, sin: Tensor) throws -> Tensor {
+        if Functional.fused, let y = try FusedOps.rope(x, cos: cos, sin: sin) { return y }
         let d = x.shape[x.ndim - 1], half = d / 2
         let x1 = try x.slice(x.ndim - 1, 0, half)
         let x2 = try x.slice(x.ndim - 1, half, d)

@@ -2,3 +2,4 @@
 #include "qlora_kernels.h"
 #include "qlora_quant.h"
 #include "qlora_optim.h"
+#include "qlora_nn.h"

@@ -1,0 +1,76 @@
+-- The fused kernel ops (RMSNorm, RoPE, causal GQA attention, SwiGLU, cross-entropy) against the
+-- composed tensor-op versions: the script reruns itself with QLORA_FUSED=0 (the composed path),
+-- which saves its logits, losses and LoRA gradients, and compares them with the fused ones.
+-- Linux: finds the qlora binary through /proc.
+local q = require "qlora"
+local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
+
+local function max_abs_diff(a, b) return (a - b):abs():max():item() end
+
+-- A GQA model (8 heads sharing 2 kv heads) with LoRA on every linear layer, random adapters.
+local function model_and_data()
+  local model = q.llama{ vocab = 97, hidden = 64, layers = 2, heads = 8, kv_heads = 2, intermediate = 96, seed = 7 }
+  model:add_lora{ r = 4, alpha = 8, targets = "all-linear", seed = 3 }
+  for i, p in ipairs(model:parameters{ trainable = true }) do
+    p.tensor:copy_(q.randn(p.tensor:shape(), { seed = 50 + i, std = 0.1 }))
+  end
+  local ids = q.tensor({ { 1, 5, 9, 20, 17, 3, 64, 0, 11, 12 }, { 7, 7, 7, 1, 2, 3, 4, 5, 96, 40 } }, { dtype = "i64" })
+  local labels = q.tensor({ { 1, 5, -100, 20, 17, 3, -100, 0, 11, 12 }, { 7, 7, 7, 1, 2, -100, 4, 5, 96, 40 } }, { dtype = "i64" })
+  return model, ids, labels
+end
+
+-- Everything compared: logits, the loss, every LoRA gradient, greedy tokens through the KV cache.
+local function results()
+  local model, ids, labels = model_and_data()
+  local out = { logits = model:forward(ids) }
+  local loss = model:loss(ids, labels)
+  out.loss = q.tensor({ loss:item() })
+  out.fused = q.tensor({ loss.grad_fn == "cross_entropy" and 1 or 0 })
+  loss:backward()
+  for _, p in ipairs(model:parameters{ trainable = true }) do out["grad." .. p.name] = p.tensor.grad end
+  local gen = model:generate({ 3, 1, 4, 1, 5 }, { max_tokens = 6 })
+  out.generated = q.tensor(gen)
+  return out
+end
+
+if arg[1] == "--dump" then
+  q.save_tensors(arg[2], results())
+  return
+end
+
+T.case("fused ops give the composed ops' logits, loss, LoRA gradients and generations", function()
+  local p = io.popen("readlink /proc/$PPID/exe"); local exe = p:read("l"); p:close()
+  assert(exe and #exe > 0, "cannot find the qlora binary")
+  local path = os.tmpname()
+  local ok = os.execute("QLORA_FUSED=0 '" .. exe .. "' run '" .. arg[0] .. "' --dump '" .. path .. "'")
+  assert(ok, "the composed run failed")
+  local ref = q.load_tensors(path)
+  os.remove(path)
+  local got = results()
+  T.eq(ref.fused:item(), 0, "the reference run composes the ops")
+  T.eq(got.fused:item(), 1, "this run fuses them")
+  ref.fused = nil
+  local n = 0
+  for name, want in pairs(ref) do
+    local have = assert(got[name], "missing " .. name)
+    local scale = want:abs():max():item()
+    local d = max_abs_diff(have, want)
+    if name == "generated" then T.eq(d, 0, "greedy tokens")
+    else assert(d <= 1e-5 * scale + 1e-7, name .. " differs by " .. d .. " (scale " .. scale .. ")") end
+    n = n + 1
+  end
+  T.eq(n, 3 + 2 * 7 * 2, "values compared")
+end)
+
+T.case("the loss ignores -100 labels and keeps its errors", function()
+  local model, ids = model_and_data()
+  T.errors(function() model:loss(ids, q.tensor({ { 1, 2 } }, { dtype = "i64" })) end, "does not match input ids")
+  T.errors(function() model:loss(ids, q.tensor({ { 1, 200, 3, 4, 5, 6, 7, 8, 9, 10 }, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 } }, { dtype = "i64" })) end, "out of range")
+  local short = q.tensor({ { 1 } }, { dtype = "i64" })
+  T.errors(function() model:loss(short, short) end, "at least 2 tokens")
+  local all = q.full({ 2, 10 }, -100, { dtype = "i64" })
+  local l = model:loss(ids, all):item()
+  assert(l ~= l, "a loss with no counted labels is NaN, got " .. l)
+end)
+
+T.done()
