@@ -92,6 +92,14 @@ enum ModelBindings {
                 return 1
             }),
             ("generate", { a in try GenerateBinding.generate(a) }),
+            // model:gradient_checkpointing(true|false): recompute decoder layers in backward.
+            ("gradient_checkpointing", { a in
+                let m = try this(a)
+                let previous = m.gradientCheckpointing
+                m.gradientCheckpointing = a.isNil(2) ? true : try a.bool(2)
+                lua_pushboolean(a.L, previous ? 1 : 0)
+                return 1
+            }),
             // model:train(true|false): training mode turns adapter dropout on.
             ("train", { a in
                 let m = try this(a)

@@ -28,7 +28,6 @@ function q.trainer(opts)
   end
   if opts.model == nil then fail("missing option 'model'", 2) end
   if opts.train == nil then fail("missing option 'train' (a dataset)", 2) end
-  if opts.grad_checkpointing then fail("grad_checkpointing is not built yet", 2) end
   for _, k in ipairs({ "steps", "epochs", "batch_size", "grad_accum", "eval_every", "eval_batches", "print_every" }) do
     local v = opts[k]
     if v ~= nil and (type(v) ~= "number" or v < 1 or v ~= math.floor(v)) then
@@ -201,6 +200,7 @@ function Trainer:run()
   local print_every = o.print_every or math.max(1, total // 20)
   local tty = q.isatty()
   local was_training = model:train(true)
+  local was_checkpointing = model:gradient_checkpointing(o.grad_checkpointing and true or false)
   local stopped = false
   while step < total and not stopped do
     local step_start = q.clock()
@@ -254,6 +254,7 @@ function Trainer:run()
     if o.on_step and o.on_step(state) == "stop" then stopped = true end
   end
   model:train(was_training)
+  model:gradient_checkpointing(was_checkpointing)
   if o.eval then
     eval_loss = evaluate(model, o.eval, o)
     if log then log:write(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" }), "\n") end

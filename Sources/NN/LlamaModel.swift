@@ -40,6 +40,9 @@ public final class LlamaModel {
     public let lmHead: LinearModule?
     public let rope: RoPE
     public var training = false
+    /// Recompute each decoder layer in backward instead of keeping its activations: activation
+    /// memory grows with one layer, not all of them.
+    public var gradientCheckpointing = false
     /// The configuration each named LoRA adapter was added with (what save_adapter writes).
     public var adapterConfigs: [String: LoRAConfig] = [:]
     /// Where the base model came from (adapter_config.json's base_model_name_or_path).
@@ -74,30 +77,42 @@ public final class LlamaModel {
         var h = try embedding.indexSelect(0, ids).to(.f32)      // [B, T, hidden]
         let (cos, sin) = try rope.tables(start: start, count: t)
         for layer in layers {
-            let x = try Functional.rmsNorm(h, layer.inputNorm, eps: c.rmsNormEps)
-            let q = try layer.q.forward(x, training: training).reshape([b, t, c.numHeads, c.headDim]).transpose(1, 2)
-            var k = try layer.k.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim]).transpose(1, 2)
-            var v = try layer.v.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim]).transpose(1, 2)
-            let qr = try RoPE.apply(q, cos: cos, sin: sin)
-            k = try RoPE.apply(k, cos: cos, sin: sin)
-            if let cache = cache {
-                if let pk = cache.keys[layer.index], let pv = cache.values[layer.index] {
-                    k = try Tensor.concat([pk, k], 2)
-                    v = try Tensor.concat([pv, v], 2)
-                }
-                cache.keys[layer.index] = try k.detach()
-                cache.values[layer.index] = try v.detach()
+            if gradientCheckpointing && cache == nil && GradMode.enabled {
+                h = try Tensor.checkpoint(h) { x in try self.decoderLayer(layer, x, cos: cos, sin: sin, cache: nil) }
+            } else {
+                h = try decoderLayer(layer, h, cos: cos, sin: sin, cache: cache)
             }
-            let attn = try Functional.attention(qr, k, v).transpose(1, 2).reshape([b, t, c.numHeads * c.headDim])
-            h = try h.binary(.add, layer.o.forward(attn, training: training))
-            let y = try Functional.rmsNorm(h, layer.postAttentionNorm, eps: c.rmsNormEps)
-            let mlp = try Functional.swiglu(layer.gate.forward(y, training: training), layer.up.forward(y, training: training))
-            h = try h.binary(.add, layer.down.forward(mlp, training: training))
         }
         cache?.length = start + t
         h = try Functional.rmsNorm(h, norm, eps: c.rmsNormEps)
         if let head = lmHead { return try head.forward(h, training: training) }
         return try h.matmul(embedding.to(.f32).transpose(0, 1))
+    }
+
+    /// One decoder layer: h + attn(norm1(h)), then + mlp(norm2(.)); h [B, T, hidden].
+    func decoderLayer(_ layer: DecoderLayer, _ input: Tensor, cos: Tensor, sin: Tensor, cache: KVCache?) throws -> Tensor {
+        let c = config
+        let b = input.shape[0], t = input.shape[1]
+        var h = input
+        let x = try Functional.rmsNorm(h, layer.inputNorm, eps: c.rmsNormEps)
+        let q = try layer.q.forward(x, training: training).reshape([b, t, c.numHeads, c.headDim]).transpose(1, 2)
+        var k = try layer.k.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim]).transpose(1, 2)
+        var v = try layer.v.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim]).transpose(1, 2)
+        let qr = try RoPE.apply(q, cos: cos, sin: sin)
+        k = try RoPE.apply(k, cos: cos, sin: sin)
+        if let cache = cache {
+            if let pk = cache.keys[layer.index], let pv = cache.values[layer.index] {
+                k = try Tensor.concat([pk, k], 2)
+                v = try Tensor.concat([pv, v], 2)
+            }
+            cache.keys[layer.index] = try k.detach()
+            cache.values[layer.index] = try v.detach()
+        }
+        let attn = try Functional.attention(qr, k, v).transpose(1, 2).reshape([b, t, c.numHeads * c.headDim])
+        h = try h.binary(.add, layer.o.forward(attn, training: training))
+        let y = try Functional.rmsNorm(h, layer.postAttentionNorm, eps: c.rmsNormEps)
+        let mlp = try Functional.swiglu(layer.gate.forward(y, training: training), layer.up.forward(y, training: training))
+        return try h.binary(.add, layer.down.forward(mlp, training: training))
     }
 
     /// Mean shifted cross-entropy of forward(ids) against labels (-100 ignored).

@@ -135,3 +135,38 @@ extension Tensor {
         try asF32().copy()
     }
 }
+
+extension GradMode {
+    /// Runs body with recording on, restoring the previous mode.
+    public static func withGrad<T>(_ body: () throws -> T) rethrows -> T {
+        let saved = enabled
+        enabled = true
+        defer { enabled = saved }
+        return try body()
+    }
+}
+
+extension Tensor {
+    /// Gradient checkpointing: runs body(x) without keeping its graph, and in backward runs it
+    /// again (with the random stream rewound, so dropout masks repeat) to get the gradients of
+    /// x and of every parameter body uses. The node is recorded even when x needs no gradient,
+    /// so parameters inside body still get theirs.
+    public static func checkpoint(_ x: Tensor, _ body: @escaping (Tensor) throws -> Tensor) throws -> Tensor {
+        let seed = RandomState.seed, offset = RandomState.offset
+        let out = try GradMode.withoutGrad { try body(x.detach()) }
+        if !GradMode.enabled { return out }
+        out.gradFn = GradNode(op: "checkpoint", inputs: [x]) { g in
+            let savedSeed = RandomState.seed, savedOffset = RandomState.offset
+            RandomState.seed = seed
+            RandomState.offset = offset
+            defer { RandomState.seed = savedSeed; RandomState.offset = savedOffset }
+            let input = try x.detach()
+            input.requiresGrad = x.tracksGrad
+            let y = try GradMode.withGrad { try body(input) }
+            if !y.tracksGrad { return [nil] }
+            try y.backward(gradient: g)
+            return [x.tracksGrad ? input.grad : nil]
+        }
+        return out
+    }
+}
