@@ -37,10 +37,8 @@ public final class AdamW: Optimizer {
         var work: [(Tensor, Tensor, Tensor, Tensor)] = []
         for (name, p) in params {
             guard let g = try OptimizerChecks.grad(name, p, "adamw") else { continue }
-            if moments[name] == nil {
-                moments[name] = (try Tensor(shape: p.shape), try Tensor(shape: p.shape))
-            }
-            let s = moments[name]!
+            let s = try moments[name] ?? (try Tensor(shape: p.shape), try Tensor(shape: p.shape))
+            moments[name] = s
             work.append((p, g, s.m, s.v))
         }
         stepCount += 1

@@ -75,7 +75,7 @@ enum OptimizerChecks {
         if s.step < 0 { throw TrainError("\(who): state step must be >= 0, got \(s.step)") }
         let byName = Dictionary(params.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
         var out: [String: [String: Tensor]] = [:]
-        for key in s.tensors.keys.sorted() {
+        for (key, t) in s.tensors.sorted(by: { $0.key < $1.key }) {
             guard let slot = slots.first(where: { key.hasSuffix("." + $0) }) else {
                 throw TrainError("\(who): unexpected state entry \"\(key)\" (expected \"<param>.\(slots.joined(separator: "\" or \"<param>."))\")")
             }
@@ -83,7 +83,6 @@ enum OptimizerChecks {
             guard let p = byName[name] else {
                 throw TrainError("\(who): state entry \"\(key)\" names no parameter of this optimizer (\"\(name)\")")
             }
-            let t = s.tensors[key]!
             if t.shape != p.shape {
                 throw TrainError("\(who): state entry \"\(key)\" has shape \(Shape.describe(t.shape)), the parameter \(Shape.describe(p.shape))")
             }
