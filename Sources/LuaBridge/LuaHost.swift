@@ -107,6 +107,19 @@ public final class LuaHost {
         return finish(qlora_pcall_traceback(L, Int32(args.count), 0))
     }
 
+    /// Runs a chunk with boolean arguments (passed as `...`); nil on success or the error text.
+    public func runChunk(_ source: String, name: String, args: [Bool]) -> String? {
+        lua_settop(L, 0)
+        let status = source.withCString { luaL_loadbufferx(L, $0, source.utf8.count, name, "t") }
+        if status != 0 {
+            let msg = luaString(L, -1) ?? "syntax error"
+            lua_settop(L, 0)
+            return msg
+        }
+        for b in args { lua_pushboolean(L, b ? 1 : 0) }
+        return finish(qlora_pcall_traceback(L, Int32(args.count), 0))
+    }
+
     /// Runs a chunk of Lua source; returns nil on success or the error text.
     public func runString(_ source: String, name: String = "=chunk") -> String? {
         lua_settop(L, 0)

@@ -92,6 +92,16 @@ enum ModelBindings {
                 return 1
             }),
             ("generate", { a in try GenerateBinding.generate(a) }),
+            // model:quantize{type, block, double_quant, compute}: decoder linears to 4-bit in place.
+            ("quantize", { a in
+                let m = try this(a)
+                let t = try a.options(2, allowed: ["type", "block", "double_quant", "compute"])
+                let qo = try QuantBindings.quantOptions(a, t)
+                let compute = try QuantBindings.computeType(a, t)
+                let n = try modelErrors(a) { try m.quantizeLinears(qo, compute: compute) }
+                lua_pushinteger(a.L, lua_Integer(n))
+                return 1
+            }),
             // model:gradient_checkpointing(true|false): recompute decoder layers in backward.
             ("gradient_checkpointing", { a in
                 let m = try this(a)

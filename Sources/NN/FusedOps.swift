@@ -100,11 +100,12 @@ enum FusedOps {
         guard k.shape[0] == b, k.shape[3] == d, kv > 0, h % kv == 0, s >= t, t > 0, d > 0,
               t * s < Int(Int32.max), s * d < Int(Int32.max) else { return nil }
         let scale = Float(1 / Double(d).squareRoot())
-        let out = try Tensor(shape: q.shape, dtype: .f32, zeroed: false)
+        let result = try Tensor(shape: q.shape, dtype: .f32, zeroed: false)
         let lse = try Tensor(shape: [b * h * t], dtype: .f32, zeroed: false)
-        ql_attention_f32(q.f32, k.f32, v.f32, out.f32, lse.f32, Int64(b), Int64(h), Int64(kv), Int64(t),
+        ql_attention_f32(q.f32, k.f32, v.f32, result.f32, lse.f32, Int64(b), Int64(h), Int64(kv), Int64(t),
                          Int64(s), Int64(d), scale)
-        return out.recorded("attention", [q, k, v]) { g in
+        let out = try result.detach()  // the closure must not hold the result itself (a reference cycle)
+        return result.recorded("attention", [q, k, v]) { g in
             let gf = try g.asF32()
             let dq = q.tracksGrad ? try Tensor(shape: q.shape, dtype: .f32, zeroed: false) : nil
             let dk = k.tracksGrad ? try Tensor(shape: k.shape, dtype: .f32, zeroed: false) : nil

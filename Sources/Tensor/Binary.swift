@@ -48,8 +48,11 @@ extension Tensor {
         }
         let result = computeType == .f32 ? out : try out.converted(to: computeType)
         let a = self, b = other
+        // The closure keeps the output's values through a detached alias: capturing the result
+        // itself would make a reference cycle (result -> node -> closure -> result) that leaks.
+        let saved = try out.detach()
         return result.recorded(op.rawValue, [a, b]) { g in
-            try Tensor.binaryBackward(op, a, b, out, g)
+            try Tensor.binaryBackward(op, a, b, saved, g)
         }
     }
 

@@ -16,6 +16,9 @@ public enum Runtime {
             throw TensorError(String(cString: buf))
         }
         openblas_set_num_threads(Int32(ql_threads()))
+        // Tensor buffers above 1 MB come straight from mmap and go back to the system when freed,
+        // so resident memory follows live tensors instead of glibc's grown heap.
+        ql_memory_tune()
     }
 
     public static var isaName: String { String(cString: ql_isa_name(ql_isa_current())) }

@@ -23,9 +23,10 @@ extension Tensor {
         let n = shape[ndim - 1]
         let rows = n == 0 ? 0 : count / n
         let x = try asF32()
-        let y = try Tensor(shape: shape, dtype: .f32, zeroed: false)
-        if log { ql_log_softmax_f32(x.f32, y.f32, Int64(rows), Int64(n)) } else { ql_softmax_f32(x.f32, y.f32, Int64(rows), Int64(n)) }
-        let result = dtype == .f32 ? y : try y.converted(to: dtype)
+        let out = try Tensor(shape: shape, dtype: .f32, zeroed: false)
+        if log { ql_log_softmax_f32(x.f32, out.f32, Int64(rows), Int64(n)) } else { ql_softmax_f32(x.f32, out.f32, Int64(rows), Int64(n)) }
+        let result = dtype == .f32 ? out : try out.converted(to: dtype)
+        let y = try out.detach()  // an alias, so the node does not keep its own output alive in a cycle
         return result.recorded(log ? "log_softmax" : "softmax", [self]) { g in
             let gf = try g.asF32()
             let dx = try Tensor(shape: g.shape, dtype: .f32, zeroed: false)

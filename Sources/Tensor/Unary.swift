@@ -51,7 +51,8 @@ extension Tensor {
             default: try requireFloat(op.rawValue)
             }
         }
-        let (result, y) = try floatMap { ql_unary_f32(Int32(op.kernel.rawValue), $0, $1, $2) }
+        let (result, out) = try floatMap { ql_unary_f32(Int32(op.kernel.rawValue), $0, $1, $2) }
+        let y = try out.detach()  // an alias, so the node does not keep its own output alive in a cycle
         let x = self
         return result.recorded(op.rawValue, [x]) { g in
             let xf = try x.asF32()

@@ -19,18 +19,22 @@ enum Bench {
             switch a {
             case "--json": json = true
             case "--help", "-h":
-                print("usage: qlora bench [tensor|quant]... [--json]\nMeasures kernels against references timed in the same run: tensor (add, softmax vs memcpy; sgemm GFLOP/s), quant (4-bit matmul vs OpenBLAS sgemm/sgemv on the dense weight; quantize and dequantize GB/s).")
+                print("usage: qlora bench [tensor|quant|train]... [--json]\nMeasures against references timed in the same run: tensor (add, softmax vs memcpy; sgemm GFLOP/s), quant (4-bit matmul vs OpenBLAS sgemm/sgemv on the dense weight; quantize and dequantize GB/s), train (QLoRA steps of the PyTorch peer's default configuration: tokens/s, peak RSS, FLOP utilisation vs sgemm). Without a suite: tensor and quant.")
                 return 0
-            case "tensor", "quant": suites.append(a)
+            case "tensor", "quant", "train": suites.append(a)
             default:
-                FileHandle.standardError.write("qlora bench: unknown argument '\(a)' (expected: tensor, quant, --json)\n".data(using: .utf8) ?? Data())
+                FileHandle.standardError.write("qlora bench: unknown argument '\(a)' (expected: tensor, quant, train, --json)\n".data(using: .utf8) ?? Data())
                 return 2
             }
         }
         if suites.isEmpty { suites = ["tensor", "quant"] }
         do {
             for s in suites {
-                if s == "tensor" { try tensorSuite(json: json) } else { try quantSuite(json: json) }
+                switch s {
+                case "tensor": try tensorSuite(json: json)
+                case "quant": try quantSuite(json: json)
+                default: try trainSuite(json: json)
+                }
             }
         } catch {
             FileHandle.standardError.write("qlora bench: \(error)\n".data(using: .utf8) ?? Data())

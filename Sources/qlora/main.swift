@@ -9,7 +9,8 @@ usage: qlora <command> [args]
 
 commands:
   run FILE.lua [args...]   run an experiment script (the global `arg` holds the args)
-  bench [tensor] [--json]  measure kernels against memcpy and OpenBLAS in the same run
+  bench [tensor|quant|train] [--json]
+                           measure against references timed in the same run
   version                  print the version and the ISA level in use
   help                     this text (also --help, -h)
 

@@ -154,6 +154,11 @@ void ql_rand_normal_f32(uint64_t seed, uint64_t offset, float *out, int64_t n); 
 // The raw generator, for known-answer tests: out = Philox4x32-10(ctr, key from seed).
 void ql_philox4x32_10(const uint32_t ctr[4], uint64_t seed, uint32_t out[4]);
 
+// ---------------------------------------------------------------------------------------------
+// Memory (memory.c): allocator settings applied once at start-up.
+// ---------------------------------------------------------------------------------------------
+void ql_memory_tune(void);
+
 #ifdef __cplusplus
 }
 #endif
