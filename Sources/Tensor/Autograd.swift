@@ -19,14 +19,46 @@ public enum GradMode {
 
 final class GradNode {
     let op: String
-    let inputs: [Tensor]
+    private(set) var inputs: [Tensor]
     /// Maps the output gradient (f32, output shape) to one gradient per input (nil: none).
-    let backward: (Tensor) throws -> [Tensor?]
+    private(set) var backward: ((Tensor) throws -> [Tensor?])?
 
     init(op: String, inputs: [Tensor], backward: @escaping (Tensor) throws -> [Tensor?]) {
         self.op = op
         self.inputs = inputs
         self.backward = backward
+    }
+
+    func run(_ g: Tensor) throws -> [Tensor?] {
+        guard let body = backward else { return inputs.map { _ in nil } }
+        return try body(g)
+    }
+
+    /// Freeing a long chain of nodes would recurse once per node (tensor -> node -> input
+    /// tensor -> ...) and overflow the stack; instead each node hands what it holds to a
+    /// worklist (and lets go of it) and the outermost release drains the worklist in a loop.
+    deinit {
+        GraphReaper.hold(inputs)
+        if let b = backward { GraphReaper.hold(b) }
+        inputs.removeAll()
+        backward = nil
+        GraphReaper.drain()
+    }
+}
+
+enum GraphReaper {
+    nonisolated(unsafe) private static var pending: [Any] = []
+    nonisolated(unsafe) private static var draining = false
+
+    static func hold(_ tensors: [Tensor]) { for t in tensors { pending.append(t) } }
+    static func hold(_ closure: Any) { pending.append(closure) }
+
+    /// Releases everything held, unless an outer call is already doing so.
+    static func drain() {
+        if draining { return }
+        draining = true
+        while !pending.isEmpty { _ = pending.removeLast() }
+        draining = false
     }
 }
 
@@ -101,7 +133,7 @@ extension Tensor {
                 try t.accumulateGrad(g)
             }
             guard let node = t.gradFn else { continue }
-            let inputGrads = try node.backward(g)
+            let inputGrads = try node.run(g)
             for (input, ig) in zip(node.inputs, inputGrads) {
                 guard let ig = ig, input.tracksGrad else { continue }
                 if ig.shape != input.shape {

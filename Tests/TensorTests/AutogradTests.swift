@@ -48,4 +48,20 @@ final class AutogradTests: XCTestCase {
         try t.reduceAll(.sum).backward()
         XCTAssertEqual(try XCTUnwrap(leaf.grad).value(at: 0), 1)
     }
+
+    func testGraphsAreFreedOnceUnreferenced() throws {
+        // Every op that saves tensors for its backward, run on tensors that need gradients; when
+        // the last reference to the graph goes, all its memory must go with it (no cycles).
+        let before = Storage.liveBytes
+        do {
+            let x = try Tensor.randn([64, 64], seed: 1)
+            x.requiresGrad = true
+            var y = try x.binary(.mul, x).binary(.div, x.unary(.exp).binary(.add, scalar: 1))
+            y = try y.unary(.tanh).unary(.sigmoid).softmax(1).logSoftmax(0)
+            y = try y.matmul(x).pow(2).clamp(-1, 1).reduceDim(.max, 1, keepDim: true)
+            try y.reduceAll(.sum).backward()
+            XCTAssertNotNil(x.grad)
+        }
+        XCTAssertEqual(Storage.liveBytes, before, "a graph (or its gradients) outlived its last reference")
+    }
 }
