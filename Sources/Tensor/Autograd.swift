@@ -57,7 +57,13 @@ enum GraphReaper {
     static func drain() {
         if draining { return }
         draining = true
-        while !pending.isEmpty { _ = pending.removeLast() }
+        while true {
+            // Take the item out first and drop it afterwards: dropping it can free more nodes,
+            // which append to `pending`, so no access to `pending` may be open at that point.
+            var item: Any? = pending.popLast()
+            if item == nil { break }
+            item = nil
+        }
         draining = false
     }
 }
