@@ -130,8 +130,11 @@ enum TensorBindings {
             ("backward", { a in
                 let t = try a.tensor(1)
                 var g: Tensor? = nil
+                var retain = false
                 if lua_type(a.L, 2) == LUA_TTABLE {
-                    if let o = try a.options(2, allowed: ["gradient"]), a.optField(o, "gradient") != nil {
+                    let o = try a.options(2, allowed: ["gradient", "retain_graph"])
+                    retain = try a.optionBool(o, "retain_graph") ?? false
+                    if let o = o, a.optField(o, "gradient") != nil {
                         defer { luaPop(a.L, 1) }
                         guard let x = TensorUserdata.tensor(a.L, -1) else { throw a.fail("option 'gradient' must be a tensor") }
                         g = x
@@ -140,7 +143,7 @@ enum TensorBindings {
                     guard let x = TensorUserdata.tensor(a.L, 2) else { throw a.typeError(2, "a tensor or {gradient = tensor}") }
                     g = x
                 }
-                try t.backward(gradient: g)
+                try t.backward(gradient: g, retainGraph: retain)
                 return 0
             }),
             ("zero_grad", { a in try a.tensor(1).zeroGrad(); return 0 }),

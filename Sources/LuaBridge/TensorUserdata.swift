@@ -8,10 +8,10 @@ import Tensor
 enum TensorUserdata {
     static let metatableName = "qlora.Tensor"
     /// Bytes of tensor memory allocated between forced collections (grows with live memory).
-    static let collectThreshold = 256 << 20
+    static let collectThreshold = 64 << 20
 
     static func push(_ L: LuaState, _ t: Tensor) {
-        if Storage.allocatedSinceReset > collectThreshold + Storage.liveBytes / 2 {
+        if Storage.allocatedSinceReset > collectThreshold + Storage.liveBytes / 4 {
             Storage.allocatedSinceReset = 0
             qlora_gc_collect(L)
         }

@@ -30,8 +30,19 @@ final class GradNode {
     }
 
     func run(_ g: Tensor) throws -> [Tensor?] {
-        guard let body = backward else { return inputs.map { _ in nil } }
+        guard let body = backward else {
+            throw TensorError("qlora.backward: this part of the graph was already used by a backward pass and freed (pass {retain_graph = true} to the first backward to use it again)")
+        }
         return try body(g)
+    }
+
+    /// Lets go of the saved tensors once backward has used them (the node stays, empty).
+    func free() {
+        GraphReaper.hold(inputs)
+        if let b = backward { GraphReaper.hold(b) }
+        inputs.removeAll()
+        backward = nil
+        GraphReaper.drain()
     }
 
     /// Freeing a long chain of nodes would recurse once per node (tensor -> node -> input
@@ -93,7 +104,9 @@ extension Tensor {
     public func zeroGrad() { grad = nil }
 
     /// Backpropagates from this tensor. Without `gradient` the tensor must hold one element.
-    public func backward(gradient: Tensor? = nil) throws {
+    /// Backpropagates from this tensor and then frees the graph's saved tensors, unless
+    /// retainGraph is set (then backward may run through the same graph again).
+    public func backward(gradient: Tensor? = nil, retainGraph: Bool = false) throws {
         if !tracksGrad {
             throw TensorError("qlora.backward: this tensor does not require gradients (no input had requires_grad = true, or it was computed inside no_grad)")
         }
@@ -109,10 +122,10 @@ extension Tensor {
             }
             seed = try Tensor([1], shape: shape)
         }
-        try GradMode.withoutGrad { try runBackward(seed) }
+        try GradMode.withoutGrad { try runBackward(seed, retainGraph: retainGraph) }
     }
 
-    private func runBackward(_ seed: Tensor) throws {
+    private func runBackward(_ seed: Tensor, retainGraph: Bool) throws {
         // Iterative post-order DFS: order[i] comes after everything that consumes it reversed.
         var order: [Tensor] = []
         var visited = Set<ObjectIdentifier>()
@@ -139,8 +152,10 @@ extension Tensor {
                 try t.accumulateGrad(g)
             }
             guard let node = t.gradFn else { continue }
+            let inputs = node.inputs
             let inputGrads = try node.run(g)
-            for (input, ig) in zip(node.inputs, inputGrads) {
+            if !retainGraph { node.free() }
+            for (input, ig) in zip(inputs, inputGrads) {
                 guard let ig = ig, input.tracksGrad else { continue }
                 if ig.shape != input.shape {
                     throw TensorError("qlora.backward: internal error: \(node.op) gave a gradient of shape \(Shape.describe(ig.shape)) for an input of shape \(Shape.describe(input.shape))")

@@ -103,11 +103,13 @@ T.case("backward of a non-scalar needs a gradient", function()
   local x = q.tensor({ 1, 2 }); x.requires_grad = true
   local y = x * 3
   T.errors(function() y:backward() end, "qlora.backward", "scalar")
-  y:backward(q.tensor({ 1, 10 }))
+  y:backward{ gradient = q.tensor({ 1, 10 }), retain_graph = true }
   T.close(x.grad:totable(), { 3, 30 })
   x:zero_grad()
   y:backward{ gradient = q.tensor({ 2, 2 }) }
   T.close(x.grad:totable(), { 6, 6 })
+  -- without retain_graph the graph is freed: a third pass is an error, not silent zeros
+  T.errors(function() y:backward(q.tensor({ 1, 1 })) end, "already used by a backward pass", "retain_graph")
 end)
 
 T.done()
