@@ -9,29 +9,14 @@
 #include <immintrin.h>
 #endif
 
-static inline uint32_t f2u(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-static inline float u2f(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 // ---- bf16 -------------------------------------------------------------------------------------
-static inline uint16_t f32_to_bf16_1(float f) {
-    uint32_t x = f2u(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u); // quiet NaN
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
 
-static inline float bf16_to_f32_1(uint16_t h) { return u2f((uint32_t)h << 16); }
+static inline float bf16_to_f32_1(uint16_t h) { return ql_bits_f32((uint32_t)h << 16); }
 
 // ---- f16 --------------------------------------------------------------------------------------
 static inline uint16_t f32_to_f16_1(float f) {
-    uint32_t x = f2u(f);
+    uint32_t x = ql_f32_bits(f);
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
     uint32_t ax = x & 0x7fffffffu;
     if (ax >= 0x7f800000u) { // inf or NaN (NaN: quiet, top payload bits kept)
@@ -58,20 +43,20 @@ static inline uint16_t f32_to_f16_1(float f) {
 static inline float f16_to_f32_1(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0x1f) return u2f(sign | 0x7f800000u | (m ? (0x400000u | (m << 13)) : 0u));
-    if (e != 0) return u2f(sign | ((e + 112u) << 23) | (m << 13));
-    if (m == 0) return u2f(sign);
+    if (e == 0x1f) return ql_bits_f32(sign | 0x7f800000u | (m ? (0x400000u | (m << 13)) : 0u));
+    if (e != 0) return ql_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+    if (m == 0) return ql_bits_f32(sign);
     // subnormal: normalise
     int ex = 113; // exponent field of 2^-14
     while (!(m & 0x400u)) {
         m <<= 1;
         ex--;
     }
-    return u2f(sign | ((uint32_t)ex << 23) | ((m & 0x3ffu) << 13));
+    return ql_bits_f32(sign | ((uint32_t)ex << 23) | ((m & 0x3ffu) << 13));
 }
 
 static void bf16_from(const float *x, uint16_t *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = f32_to_bf16_1(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = ql_bf16_round_bits(x[i]);
 }
 static void bf16_to(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = bf16_to_f32_1(x[i]);

@@ -101,6 +101,23 @@ const ql_sm_table *ql_sm(void);
 void ql_pow_scalar_ref(const float *x, float p, float *y, int64_t n);
 void ql_pow_scalar_backward_ref(const float *x, float p, const float *dy, float *dx, int64_t n);
 
+// Bit casts and f32 -> bf16 rounding (nearest even; NaN stays a quiet NaN), shared by kernels.
+static inline uint32_t ql_f32_bits(float f) {
+    uint32_t u;
+    __builtin_memcpy(&u, &f, sizeof u);
+    return u;
+}
+static inline float ql_bits_f32(uint32_t u) {
+    float f;
+    __builtin_memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline uint16_t ql_bf16_round_bits(float f) {
+    uint32_t x = ql_f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
 // CPU feature bits beyond the levels (isa.c).
 int ql_cpu_has_f16c(void);
 

@@ -334,7 +334,7 @@ KF void dequant_bf16(const mm4_job *j, __m512 code, int64_t e, int64_t len, uint
         int64_t bend = (b + 1) * blk;
         if (bend > end) bend = end;
         if (e & 1) {
-            *out++ = mm4_bf16_bits(j->code[mm4_nibble(w->packed, e)] * mm4_absmax(w, b));
+            *out++ = ql_bf16_round_bits(j->code[mm4_nibble(w->packed, e)] * mm4_absmax(w, b));
             e++;
         }
         const int64_t n = bend - e;

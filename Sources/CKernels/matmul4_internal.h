@@ -123,25 +123,8 @@ static inline float mm4_absmax(const ql_qweight *w, int64_t b) {
     return scaled + w->offset;
 }
 
-static inline uint32_t mm4_f2u(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-static inline float mm4_u2f(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-// f32 -> bf16 bits, round to nearest even; NaN stays a quiet NaN (as ql_f32_to_bf16).
-static inline uint16_t mm4_bf16_bits(float f) {
-    uint32_t x = mm4_f2u(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u);
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
 // f32 rounded to the nearest bf16, as f32.
-static inline float mm4_round_bf16(float f) { return mm4_u2f((uint32_t)mm4_bf16_bits(f) << 16); }
+static inline float mm4_round_bf16(float f) { return ql_bits_f32((uint32_t)ql_bf16_round_bits(f) << 16); }
 
 // The 4-bit code of flat element i (high nibble first).
 static inline int mm4_nibble(const uint8_t *packed, int64_t i) {

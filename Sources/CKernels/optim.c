@@ -79,15 +79,6 @@ void ql_sgd_range_scalar(float *p, const float *g, float *buf, int64_t n, float 
 
 // ---- drivers ---------------------------------------------------------------------------------
 
-static int optim_level(void) {
-#if QL_X86
-    int c = ql_isa_current();
-    return c >= QL_ISA_AVX512 ? 2 : c;
-#else
-    return 0;
-#endif
-}
-
 typedef struct {
     int level;
     int kind; // 0 adamw, 1 sgd
@@ -131,7 +122,7 @@ static void optim_task(void *ctx, int64_t t) {
 
 static void optim_run(optim_job *j) {
     if (j->n <= 0) return;
-    j->level = optim_level();
+    j->level = ql_impl_level();
     if (j->n < QL_PAR_MIN) {
         optim_range(j, 0, j->n);
         return;

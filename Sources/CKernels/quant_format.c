@@ -180,15 +180,6 @@ static void dequantize_blocks_scalar(const uint8_t *packed, const float *absmax,
 // ---------------------------------------------------------------------------------------------
 #define QUANT_TASK_ELEMS ((int64_t)1 << 16)
 
-static int simd_level(void) {
-#if QL_X86
-    int c = ql_isa_current();
-    return c >= QL_ISA_AVX512 ? 2 : c;
-#else
-    return 0;
-#endif
-}
-
 typedef struct {
     q4_search search;
     const float *code;
@@ -243,7 +234,7 @@ void ql_quantize_4bit(int type, const float *x, int64_t n, int64_t block, uint8_
     q4_search_init(type, &j.search);
     j.nblocks = ql_quant_nblocks(n, block);
     j.blocks_per_task = blocks_per_task(block);
-    j.level = simd_level();
+    j.level = ql_impl_level();
     ql_parallel_for((j.nblocks + j.blocks_per_task - 1) / j.blocks_per_task, quantize_task, &j);
 }
 
@@ -279,7 +270,7 @@ void ql_dequantize_4bit(int type, const uint8_t *packed, const float *absmax, in
                 .n = n, .block = block};
     j.nblocks = ql_quant_nblocks(n, block);
     j.blocks_per_task = blocks_per_task(block);
-    j.level = simd_level();
+    j.level = ql_impl_level();
     ql_parallel_for((j.nblocks + j.blocks_per_task - 1) / j.blocks_per_task, dequantize_task,
                     &j);
 }
