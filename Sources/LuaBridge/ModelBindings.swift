@@ -138,16 +138,20 @@ enum ModelBindings {
                 return 0
             }),
             ("summary", { a in luaPushString(a.L, ModelSummary.text(try this(a))); return 1 }),
+            // model:forward(ids [, {segment_ids =, position_ids =}])
             ("forward", { a in
                 let m = try this(a)
                 let ids = try idsTensor(a, 2)
-                return TensorBindings.push(a, try modelErrors(a) { try m.forward(ids) })
+                let (seg, pos) = try packedOptions(a, 3)
+                return TensorBindings.push(a, try modelErrors(a) { try m.forward(ids, segmentIds: seg, positionIds: pos) })
             }),
+            // model:loss(ids [, labels] [, {segment_ids =, position_ids =}])
             ("loss", { a in
                 let m = try this(a)
                 let ids = try idsTensor(a, 2)
                 let labels = a.isNil(3) ? ids : try idsTensor(a, 3)
-                return TensorBindings.push(a, try modelErrors(a) { try m.loss(ids, labels) })
+                let (seg, pos) = try packedOptions(a, 4)
+                return TensorBindings.push(a, try modelErrors(a) { try m.loss(ids, labels, segmentIds: seg, positionIds: pos) })
             }),
             ("modules", { a in
                 let m = try this(a)
@@ -182,6 +186,18 @@ enum ModelBindings {
                 return 1
             }),
         ]
+    }
+
+    /// {segment_ids =, position_ids =} of a packed batch (each an integer tensor [B, T]).
+    static func packedOptions(_ a: LuaArgs, _ i: Int32) throws -> (Tensor?, Tensor?) {
+        guard let t = try a.options(i, allowed: ["segment_ids", "position_ids"]) else { return (nil, nil) }
+        var out: [Tensor?] = [nil, nil]
+        for (k, key) in ["segment_ids", "position_ids"].enumerated() where a.optField(t, key) != nil {
+            defer { luaPop(a.L, 1) }
+            guard let x = TensorUserdata.tensor(a.L, -1) else { throw a.fail("option '\(key)' must be an integer tensor") }
+            out[k] = x
+        }
+        return (out[0], out[1])
     }
 
     /// Token ids: an integer tensor [B, T] (or [T]), or a Lua table of tables (or of integers).

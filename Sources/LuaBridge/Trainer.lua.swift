@@ -83,7 +83,8 @@ local function evaluate(model, ds, opts)
     while true do
       local b = it:next()
       if b == nil or (opts.eval_batches and n >= opts.eval_batches) then break end
-      local loss = opts.loss and opts.loss(model, b) or model:loss(b.input_ids, b.labels)
+      local loss = opts.loss and opts.loss(model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
+        { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
       total = total + loss:item() * b.tokens
       count = count + b.tokens
       n = n + 1
@@ -207,8 +208,8 @@ function Trainer:run()
     local step_loss, step_tokens = 0, 0
     for _ = 1, accum do
       local b = batches:next() or batches:next()
-      if b.segment_ids then fail("packed datasets need segment-aware attention, which is not built yet") end
-      local loss = o.loss and o.loss(model, b) or model:loss(b.input_ids, b.labels)
+      local loss = o.loss and o.loss(model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
+        { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
       local l = loss:item()
       if not is_finite(l) then
         fail(string.format("step %d: the loss is %s; stopping (the last checkpoint is intact)", step + 1, describe(l)))

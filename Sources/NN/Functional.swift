@@ -20,9 +20,10 @@ public enum Functional {
     }
 
     /// q [B, H, T, D], k and v [B, KV, S, D] (S >= T: cached keys first); causal, so query t sees
-    /// keys up to S - T + t. Returns [B, H, T, D].
-    public static func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor) throws -> Tensor {
-        if fused, let y = try FusedOps.attention(q, k, v) { return y }
+    /// keys up to S - T + t, or as an additive `mask` broadcast to [B, H, T, S] says.
+    /// Returns [B, H, T, D].
+    public static func attention(_ q: Tensor, _ k: Tensor, _ v: Tensor, mask: Tensor? = nil) throws -> Tensor {
+        if fused, mask == nil, let y = try FusedOps.attention(q, k, v) { return y }
         let b = q.shape[0], h = q.shape[1], t = q.shape[2], d = q.shape[3]
         let kv = k.shape[1], s = k.shape[2]
         var keys = k, values = v
@@ -32,7 +33,10 @@ public enum Functional {
             values = try v.reshape([b, kv, 1, s, d]).expanded(to: [b, kv, rep, s, d]).reshape([b, h, s, d])
         }
         var scores = try q.matmul(keys.transpose(2, 3)).binary(.mul, scalar: 1 / Double(d).squareRoot())
-        if t > 1 {
+        if let m = mask {
+            // An explicit additive mask (0 or -inf), e.g. keeping packed examples apart.
+            scores = try scores.binary(.add, m)
+        } else if t > 1 {
             let mask = try Tensor(shape: [t, s], dtype: .f32)
             for i in 0..<t { for j in 0..<s where j > s - t + i { mask.f32[i * s + j] = -Float.infinity } }
             scores = try scores.binary(.add, mask)

@@ -66,7 +66,7 @@ public final class LlamaModel {
 
     /// ids [B, T] (integer tensor) -> logits [B, T, V] (f32). With a cache, ids are the next
     /// positions after the cached ones, and the cache is extended.
-    public func forward(_ ids: Tensor, cache: KVCache? = nil) throws -> Tensor {
+    public func forward(_ ids: Tensor, cache: KVCache? = nil, segmentIds: Tensor? = nil, positionIds: Tensor? = nil) throws -> Tensor {
         if ids.dtype.isFloat || ids.ndim != 2 {
             throw ModelError("input ids must be an integer tensor of shape [B, T], got \(ids.dtype.name) \(Shape.describe(ids.shape))")
         }
@@ -75,12 +75,19 @@ public final class LlamaModel {
         let start = cache?.length ?? 0
         let c = config
         var h = try embedding.indexSelect(0, ids).to(.f32)      // [B, T, hidden]
-        let (cos, sin) = try rope.tables(start: start, count: t)
+        var (cos, sin) = try rope.tables(start: start, count: t)
+        var mask: Tensor? = nil
+        if segmentIds != nil || positionIds != nil {
+            if cache != nil { throw ModelError("segment_ids and position_ids cannot be used with a KV cache") }
+            if let pos = positionIds { (cos, sin) = try PackedInputs.ropeTables(rope, pos, batch: b, length: t) }
+            if let seg = segmentIds { mask = try PackedInputs.attentionMask(seg, batch: b, length: t) }
+        }
         for layer in layers {
             if gradientCheckpointing && cache == nil && GradMode.enabled {
-                h = try Tensor.checkpoint(h) { x in try self.decoderLayer(layer, x, cos: cos, sin: sin, cache: nil) }
+                let (c, s, m) = (cos, sin, mask)
+                h = try Tensor.checkpoint(h) { x in try self.decoderLayer(layer, x, cos: c, sin: s, cache: nil, mask: m) }
             } else {
-                h = try decoderLayer(layer, h, cos: cos, sin: sin, cache: cache)
+                h = try decoderLayer(layer, h, cos: cos, sin: sin, cache: cache, mask: mask)
             }
         }
         cache?.length = start + t
@@ -90,7 +97,8 @@ public final class LlamaModel {
     }
 
     /// One decoder layer: h + attn(norm1(h)), then + mlp(norm2(.)); h [B, T, hidden].
-    func decoderLayer(_ layer: DecoderLayer, _ input: Tensor, cos: Tensor, sin: Tensor, cache: KVCache?) throws -> Tensor {
+    func decoderLayer(_ layer: DecoderLayer, _ input: Tensor, cos: Tensor, sin: Tensor, cache: KVCache?,
+                      mask: Tensor? = nil) throws -> Tensor {
         let c = config
         let b = input.shape[0], t = input.shape[1]
         var h = input
@@ -108,7 +116,7 @@ public final class LlamaModel {
             cache.keys[layer.index] = try k.detach()
             cache.values[layer.index] = try v.detach()
         }
-        let attn = try Functional.attention(qr, k, v).transpose(1, 2).reshape([b, t, c.numHeads * c.headDim])
+        let attn = try Functional.attention(qr, k, v, mask: mask).transpose(1, 2).reshape([b, t, c.numHeads * c.headDim])
         h = try h.binary(.add, layer.o.forward(attn, training: training))
         let y = try Functional.rmsNorm(h, layer.postAttentionNorm, eps: c.rmsNormEps)
         let mlp = try Functional.swiglu(layer.gate.forward(y, training: training), layer.up.forward(y, training: training))
@@ -116,7 +124,7 @@ public final class LlamaModel {
     }
 
     /// Mean shifted cross-entropy of forward(ids) against labels (-100 ignored).
-    public func loss(_ ids: Tensor, _ labels: Tensor) throws -> Tensor {
-        try Functional.causalLMLoss(forward(ids), labels)
+    public func loss(_ ids: Tensor, _ labels: Tensor, segmentIds: Tensor? = nil, positionIds: Tensor? = nil) throws -> Tensor {
+        try Functional.causalLMLoss(forward(ids, segmentIds: segmentIds, positionIds: positionIds), labels)
     }
 }
