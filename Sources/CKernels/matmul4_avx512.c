@@ -548,6 +548,16 @@ AI __m512 table_of(__m512 code, float absmax, int round) {
 
 // xprep[m] = x[m] permuted within each step (64: vectors of elements 4i + step64_elem[v];
 // 32: [16 even][16 odd]), rounded to bf16 if j->bf16.
+// Output n of each of the M rows: the four accumulators summed, plus the bias (small-M paths).
+AI void store_row_sums(const mm4_job *j, __m512 acc[][4], int M, int64_t N, int64_t n) {
+    for (int m = 0; m < M; m++) {
+        __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]), _mm512_add_ps(acc[m][2], acc[m][3]));
+        float v = _mm512_reduce_add_ps(sum);
+        if (j->bias) v += j->bias[n];
+        j->c[m * N + n] = v;
+    }
+}
+
 KF void prep_x(const mm4_job *j, float *xp) {
     const int step64 = small_step64(j);
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -658,13 +668,7 @@ AI void fwd_rows_m(const int M, const int step64, const int round, const mm4_job
                         fwd_step32(M, w->packed + (e >> 1), xk, K, t, acc);
             }
         }
-        for (int m = 0; m < M; m++) {
-            __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]),
-                                       _mm512_add_ps(acc[m][2], acc[m][3]));
-            float v = _mm512_reduce_add_ps(sum);
-            if (j->bias) v += j->bias[n];
-            j->c[m * N + n] = v;
-        }
+        store_row_sums(j, acc, M, N, n);
     }
 }
 
@@ -876,13 +880,7 @@ AIB void fwd_rows_bf16_m(const int M, const mm4_job *j, int64_t n0, int64_t n1) 
                 }
             }
         }
-        for (int m = 0; m < M; m++) {
-            __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]),
-                                       _mm512_add_ps(acc[m][2], acc[m][3]));
-            float v = _mm512_reduce_add_ps(sum);
-            if (j->bias) v += j->bias[n];
-            j->c[m * N + n] = v;
-        }
+        store_row_sums(j, acc, M, N, n);
     }
 }
 

@@ -122,14 +122,7 @@ public final class LuaHost {
 
     /// Runs a chunk of Lua source; returns nil on success or the error text.
     public func runString(_ source: String, name: String = "=chunk") -> String? {
-        lua_settop(L, 0)
-        let status = source.withCString { luaL_loadbufferx(L, $0, source.utf8.count, name, "t") }
-        if status != 0 {
-            let msg = luaString(L, -1) ?? "syntax error"
-            lua_settop(L, 0)
-            return msg
-        }
-        return finish(qlora_pcall_traceback(L, 0, 0))
+        runChunk(source, name: name, args: [])
     }
 
     private func finish(_ status: Int32) -> String? {
