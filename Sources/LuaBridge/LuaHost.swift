@@ -70,6 +70,7 @@ public final class LuaHost {
         if qlora_pcall_traceback(L, 4, 1) != 0 { throw LuaError("qlora: prelude failed: \(luaString(L, -1) ?? "")") }
         luaPop(L, 1)
         try runModuleChunk(trainerSource, name: "=qlora.trainer", module: q)
+        try runModuleChunk(tasksSource, name: "=qlora.tasks", module: q)
 
         // require "qlora" and the global `qlora`.
         lua_getglobal(L, "package")
