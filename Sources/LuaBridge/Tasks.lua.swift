@@ -84,6 +84,9 @@ function tasks.examples(o)
   if type(ops) == "string" then ops = { ops } end
   if type(ops) ~= "table" or #ops == 0 then fail("examples", "option 'ops' must be an op name or a non-empty list of them", 2) end
   for _, name in ipairs(ops) do
+    if type(name) ~= "string" or not name:match("^[a-z]+$") then
+      fail("examples", "op names must be lowercase letters a-z (they are part of the text), got " .. tostring(name), 2)
+    end
     if tasks.ops[name] == nil then
       local known = {}
       for k in pairs(tasks.ops) do known[#known + 1] = k end
