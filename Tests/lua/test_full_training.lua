@@ -6,7 +6,8 @@
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
 
-local function tmpdir() local d = os.tmpname(); os.remove(d); q.mkdir(d); return d end
+local made = {}
+local function tmpdir() local d = os.tmpname(); os.remove(d); q.mkdir(d); made[#made + 1] = d; return d end
 
 local function tiny(opts)
   local spec = { vocab = 13, hidden = 8, layers = 2, heads = 2, kv_heads = 1, intermediate = 12, seed = 5,
@@ -172,4 +173,5 @@ T.case("the trainer pre-trains a dense model, resumes from its checkpoint exactl
   T.eq(back:set_trainable(true), 12, "loaded model")
 end)
 
+for _, d in ipairs(made) do q.rmtree(d) end
 T.done()

@@ -3,7 +3,8 @@
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
 
-local function tmpdir() local d = os.tmpname(); os.remove(d); q.mkdir(d); return d end
+local made = {}
+local function tmpdir() local d = os.tmpname(); os.remove(d); q.mkdir(d); made[#made + 1] = d; return d end
 local function read(p) local f = assert(io.open(p, "rb")); local s = f:read("a"); f:close(); return s end
 local function write(p, s) local f = assert(io.open(p, "wb")); f:write(s); f:close() end
 
@@ -128,4 +129,5 @@ T.case("errors name q.plot and the problem", function()
   T.errors(function() q.plot() end, "qlora.plot", "expected a table")
 end)
 
+for _, d in ipairs(made) do q.rmtree(d) end
 T.done()

@@ -4,7 +4,8 @@
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
 
-local function tmpdir() local d = os.tmpname(); os.remove(d); q.mkdir(d); return d end
+local made = {}
+local function tmpdir() local d = os.tmpname(); os.remove(d); q.mkdir(d); made[#made + 1] = d; return d end
 
 T.case("the same seed gives the same examples; the text follows the grammar", function()
   local a = q.tasks.examples{ ops = { "copy", "reverse" }, n = 200, seed = 5 }
@@ -115,4 +116,5 @@ T.case("errors name the function and the problem", function()
   T.errors(function() q.tasks.text("nope", "ab") end, "qlora.tasks.text", "unknown op")
 end)
 
+for _, d in ipairs(made) do q.rmtree(d) end
 T.done()
