@@ -27,7 +27,8 @@ enum QuantizeCommand {
       --double-quant        quantize the absmax values too (the default)
       --no-double-quant     keep one f32 absmax per block
       --dtype f32|bf16|f16  dtype of the dense tensors written (default: as MODEL_DIR stores them)
-      --force               write into OUT_DIR even if it is not empty
+      --force               write into OUT_DIR even if it is not empty (files of the same
+                            names are replaced, others are left as they are)
 
     output: the format, the load+quantize and write times, the weight bytes before and after,
     and the files copied.
@@ -78,7 +79,7 @@ enum QuantizeCommand {
         let t0 = monotonicSeconds()
         let model = try ModelLoader.load(dir, LoadOptions(quant: options))
         let t1 = monotonicSeconds()
-        print(String(format: "load+quantize: %.2f s", t1 - t0))
+        print(String(format: "load+quantize: %.3f s", t1 - t0))
         try ModelSaver.save(model, to: out, save)
         var copied: [String] = []
         for name in ModelFiles.companionFiles where FileManager.default.fileExists(atPath: dir + "/" + name) {
@@ -92,12 +93,12 @@ enum QuantizeCommand {
             copied.append(name)
         }
         let t2 = monotonicSeconds()
-        print(String(format: "write:         %.2f s", t2 - t1))
+        print(String(format: "write:         %.3f s", t2 - t1))
         let after = fileSize(out + "/model.safetensors")
         print("weights before: \(formatBytes(before)) (\(formatCount(before)) B)")
         print("weights after:  \(formatBytes(after)) (\(formatCount(after)) B), " + String(format: "%.2fx smaller", Double(before) / Double(max(after, 1))))
         print("copied:        \(copied.isEmpty ? "none" : copied.joined(separator: ", "))")
-        print(String(format: "total time:    %.2f s", t2 - t0))
+        print(String(format: "total time:    %.3f s", t2 - t0))
         return ExitStatus.success
     }
 
