@@ -10,8 +10,9 @@ enum ExitStatus {
     static let failure: Int32 = 1
     static let usage: Int32 = 2
 
-    /// The paragraph every help text ends with.
+    /// The paragraph every help text ends with (after a blank line).
     static let helpText = """
+
     exit status:
       0  success
       1  runtime failure (unreadable or invalid model directory, script error, I/O error)

@@ -9,7 +9,8 @@ enum RunCommand {
     static let runHelp = """
     usage: qlora run FILE.lua [args...]
 
-    Runs a Lua experiment script with the qlora module preloaded as the global `q`.
+    Runs a Lua experiment script with the qlora module loaded (`local q = require "qlora"`;
+    it is also the global `qlora`).
     Arguments after FILE.lua are passed to the script untouched, in the global table `arg`
     (arg[0] is the script, arg[1]... the arguments) and as the chunk's `...`.
 
