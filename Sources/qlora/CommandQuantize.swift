@@ -75,11 +75,11 @@ enum QuantizeCommand {
         save.quantized = stored?.options ?? options
 
         print("qlora quantize: \(dir) -> \(out)")
-        print("format:        \(describe(stored?.options ?? options))\(stored != nil ? " (as stored)" : ""), dense tensors \(save.dtype.name)")
+        print(label("format") + "\(describe(stored?.options ?? options))\(stored != nil ? " (as stored)" : ""), dense tensors \(save.dtype.name)")
         let t0 = monotonicSeconds()
         let model = try ModelLoader.load(dir, LoadOptions(quant: options))
         let t1 = monotonicSeconds()
-        print(String(format: "load+quantize: %.3f s", t1 - t0))
+        print(String(format: label("load+quantize") + "%.3f s", t1 - t0))
         try ModelSaver.save(model, to: out, save)
         var copied: [String] = []
         for name in ModelFiles.companionFiles where FileManager.default.fileExists(atPath: dir + "/" + name) {
@@ -93,14 +93,16 @@ enum QuantizeCommand {
             copied.append(name)
         }
         let t2 = monotonicSeconds()
-        print(String(format: "write:         %.3f s", t2 - t1))
+        print(String(format: label("write") + "%.3f s", t2 - t1))
         let after = fileSize(out + "/model.safetensors")
-        print("weights before: \(formatBytes(before)) (\(formatCount(before)) B)")
-        print("weights after:  \(formatBytes(after)) (\(formatCount(after)) B), " + String(format: "%.2fx smaller", Double(before) / Double(max(after, 1))))
-        print("copied:        \(copied.isEmpty ? "none" : copied.joined(separator: ", "))")
-        print(String(format: "total time:    %.3f s", t2 - t0))
+        print(label("weights before") + "\(formatBytes(before)) (\(formatCount(before)) B)")
+        print(label("weights after") + "\(formatBytes(after)) (\(formatCount(after)) B), " + String(format: "%.2fx smaller", Double(before) / Double(max(after, 1))))
+        print(label("copied") + "\(copied.isEmpty ? "none" : copied.joined(separator: ", "))")
+        print(String(format: label("total time") + "%.3f s", t2 - t0))
         return ExitStatus.success
     }
+
+    static func label(_ name: String) -> String { (name + ":").padding(toLength: 16, withPad: " ", startingAt: 0) }
 
     static func describe(_ o: QuantOptions) -> String {
         "\(o.type.rawValue), block \(o.block), \(o.doubleQuant ? "double quant" : "no double quant")"
