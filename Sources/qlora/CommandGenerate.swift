@@ -80,6 +80,7 @@ enum GenerateCommand {
         o.stopIds = model.config.eosTokenIds + tokenizer.eosIds
 
         let ids = try tokenizer.encode(prompt)
+        if ids.isEmpty { throw UsageError("--prompt '\(prompt)' encodes to no tokens (give some text)") }
         var stream = TextStream(tokenizer)
         let t0 = monotonicSeconds()
         let out = try model.generate(ids, o) { id in

@@ -154,7 +154,9 @@ enum InfoCommand {
             row("tied embeddings", c.tieWordEmbeddings ? "yes" : "no")
             row("stored dtype", storedDTypeText)
             let names = files.map { ($0 as NSString).lastPathComponent }
-            row("weight files", "\(names.count == 1 ? names[0] : "\(names.count) shards"), \(tensorCount) tensors, \(formatBytes(fileBytes))")
+            let location = names == ["model.safetensors"] ? names[0]
+                : "\(names.count) shard\(names.count == 1 ? "" : "s") (model.safetensors.index.json)"
+            row("weight files", "\(location), \(tensorCount) tensors, \(formatBytes(fileBytes))")
             row("quantization", quantText)
             row("tokenizer", hasTokenizer ? "tokenizer.json" : "none (generate needs tokenizer.json)")
             if let note = mismatchNote { row("note", note) }

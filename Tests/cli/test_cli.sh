@@ -100,6 +100,28 @@ expect "info: extra argument" 2 "unexpected argument 'extra'" -- q info "$fx/tin
 mkdir -p "$tmp/badcfg"; printf '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badcfg/config.json"
 expect "info: unsupported architecture" 1 "unsupported architecture" -- q info "$tmp/badcfg"
 
+mkdir -p "$tmp/sharded"
+cp "$fx/tiny-llama/config.json" "$tmp/sharded/"
+cp "$fx/tiny-llama/model.safetensors" "$tmp/sharded/model-00001-of-00001.safetensors"
+printf '{"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00001.safetensors"}}' \
+  > "$tmp/sharded/model.safetensors.index.json"
+expect "info on a sharded checkpoint" 0 "^weight files +1 shard \(model.safetensors.index.json\), 21 tensors" "^  total +131,392$" -- q info "$tmp/sharded"
+printf '{"weight_map": {"model.embed_tokens.weight": "model-00002-of-00002.safetensors"}}' > "$tmp/sharded/model.safetensors.index.json"
+expect "info: a shard named by the index is missing" 1 "shard \"model-00002-of-00002.safetensors\" named in weight_map does not exist" -- q info "$tmp/sharded"
+rm "$tmp/sharded/model.safetensors.index.json"
+expect "info: no weight files" 1 "no model.safetensors or model.safetensors.index.json" -- q info "$tmp/sharded"
+
+# info's figure for qlora's own layout must be what model:summary() measures on the loaded model.
+cat > "$tmp/summary.lua" <<'LUA'
+local q = require "qlora"
+local m = q.load_model(arg[1], {quant = {type = "nf4", block = 64, double_quant = true}})
+print(m:summary())
+LUA
+measured=$("$bin" run "$tmp/summary.lua" "$fx/tiny-llama" 2>&1 | awk '$1 == "total" { print $3 }')
+estimated=$("$bin" info --json "$fx/tiny-llama" 2>&1 | sed -nE 's/.*"qlora_nf4_double_quant": ([0-9]+).*/\1/p')
+out="measured $measured, estimated $estimated"
+check "info's nf4 + double quant bytes match model:summary()" "$out" test -n "$measured" -a "$measured" = "$estimated"
+
 # --- a tiny model with a tokenizer -------------------------------------------------------------
 cat > "$tmp/make.lua" <<'LUA'
 local q = require "qlora"
@@ -153,6 +175,7 @@ mkdir -p "$tmp/noadapter"
 expect "generate: adapter dir without adapter files" 1 "adapter_config.json" -- q generate "$tmp/tok" --adapter "$tmp/noadapter" --prompt "hi"
 expect "generate: adapter dir does not exist" 2 "--adapter DIR '.*nowhere' does not exist" -- q generate "$tmp/tok" --adapter "$tmp/nowhere" --prompt "hi"
 expect "generate: no tokenizer" 1 "no tokenizer.json" -- q generate "$fx/tiny-llama" --prompt "hi"
+expect "generate: empty --prompt" 2 "encodes to no tokens" -- q generate "$tmp/tok" --prompt ""
 expect "generate: no --prompt" 2 "missing --prompt" -- q generate "$tmp/tok"
 expect "generate: no MODEL_DIR" 2 "missing MODEL_DIR" -- q generate --prompt "hi"
 expect "generate: negative temperature" 2 "--temperature expects a number >= 0, got '-1'" -- q generate "$tmp/tok" --prompt "hi" --temperature -1
