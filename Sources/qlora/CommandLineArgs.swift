@@ -123,9 +123,12 @@ struct CommandLineArgs {
     func has(_ flag: String) -> Bool { flags.contains(flag) }
     func string(_ name: String) -> String? { values[name] }
 
-    func int(_ name: String, min: Int, default d: Int) throws -> Int {
+    /// An integer >= `min`; `what` describes the expected value when that says more.
+    func int(_ name: String, min: Int, default d: Int, what: String? = nil) throws -> Int {
         guard let text = values[name] else { return d }
-        guard let v = Int(text), v >= min else { throw UsageError("option --\(name) expects an integer >= \(min), got '\(text)'") }
+        guard let v = Int(text), v >= min else {
+            throw UsageError("option --\(name) expects \(what ?? "an integer >= \(min)"), got '\(text)'")
+        }
         return v
     }
 

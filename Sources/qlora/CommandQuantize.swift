@@ -51,7 +51,7 @@ enum QuantizeCommand {
             throw UsageError("--double-quant and --no-double-quant contradict each other (give one)")
         }
         let type = QuantType(rawValue: try a.choice("type", ["nf4", "fp4"]) ?? "nf4") ?? .nf4
-        let block = try a.int("block", min: 1, default: 64)
+        let block = try a.int("block", min: 1, default: 64, what: "a power of two from 32 to 4096")
         let options: QuantOptions
         do { options = try QuantOptions(type: type, block: block, doubleQuant: !a.has("no-double-quant")) } catch {
             throw UsageError("option --block expects a power of two from 32 to 4096, got '\(block)'")

@@ -141,7 +141,7 @@ expect "info on the fp4 output" 0 "^quantization +bitsandbytes 4-bit: fp4, doubl
 expect "quantize re-saves a 4-bit checkpoint" 0 "nf4, block 64, double quant \(as stored\)" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q2"
 expect "quantize: other format for a 4-bit checkpoint" 1 "already 4-bit" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q3" --type fp4
 expect "quantize: bad --block" 2 "--block expects a power of two from 32 to 4096, got '100'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block 100
-expect "quantize: --block not a number" 2 "--block expects an integer" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block big
+expect "quantize: --block not a number" 2 "--block expects a power of two from 32 to 4096, got 'big'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block big
 expect "quantize: bad --type" 2 "--type expects one of nf4, fp4, got 'int8'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --type int8
 expect "quantize: --type without a value" 2 "--type needs a value" -- q quantize "$fx/tiny-llama" "$tmp/q4" --type
 expect "quantize: contradicting flags" 2 "contradict" -- q quantize "$fx/tiny-llama" "$tmp/q4" --double-quant --no-double-quant
