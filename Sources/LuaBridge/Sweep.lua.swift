@@ -288,6 +288,10 @@ local function run_assigned_point(opts, points, assignment)
   local point
   for _, p in ipairs(points) do if p.id == assignment.point then point = p end end
   local result
+  -- Stands until run returns: a worker that ends the process from inside run (os.exit(0))
+  -- leaves this behind instead of nothing.
+  sys.write_atomic(assignment.result, sys.encode({ ok = false,
+    error = "run ended the worker process before returning (os.exit inside run?)" }))
   if not point then
     result = { ok = false, error = "point '" .. assignment.point .. "' is not among this sweep's points (did the grid change?)" }
   else
@@ -412,22 +416,29 @@ local function run_points(opts, points, out_abs, parallel)
     record(p, job.started, "error", nil, msg)
   end
 
-  while next_index <= #queue or nrunning > 0 do
-    while nrunning < parallel and next_index <= #queue do
-      start(queue[next_index], next_index)
-      next_index = next_index + 1
-    end
-    local finished = false
-    for pid, job in pairs(running) do
-      local kind, code = sys.poll(pid)
-      if kind then
-        running[pid] = nil
-        nrunning = nrunning - 1
-        finished = true
-        finish(job, kind, code)
+  local ok, err = pcall(function()
+    while next_index <= #queue or nrunning > 0 do
+      while nrunning < parallel and next_index <= #queue do
+        start(queue[next_index], next_index)
+        next_index = next_index + 1
       end
+      local finished = false
+      for pid, job in pairs(running) do
+        local kind, code = sys.poll(pid)
+        if kind then
+          running[pid] = nil
+          nrunning = nrunning - 1
+          finished = true
+          finish(job, kind, code)
+        end
+      end
+      if not finished and nrunning > 0 then sys.sleep(0.02) end
     end
-    if not finished and nrunning > 0 then sys.sleep(0.02) end
+  end)
+  if not ok then
+    -- The sweep itself failed (say, results.jsonl cannot be written): stop its workers first.
+    for pid in pairs(running) do sys.stop(pid) end
+    error(err, 0)
   end
   say("%s: %d ran, %d ok, %d failed (%s)", out, #queue, #queue - failed, failed, results_path)
 end

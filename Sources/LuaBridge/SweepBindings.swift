@@ -78,6 +78,14 @@ enum SweepBindings {
                 }
                 return 2
             }),
+            // sys.stop(pid): SIGKILL a worker and reap it (when the sweep itself fails).
+            ("stop", { a in
+                let pid = pid_t(try a.integer(1))
+                kill(pid, SIGKILL)
+                var status: Int32 = 0
+                _ = waitpid(pid, &status, 0)
+                return 0
+            }),
             ("pid", { a in lua_pushinteger(a.L, lua_Integer(getpid())); return 1 }),
             ("sleep", { a in
                 let s = try a.number(1)

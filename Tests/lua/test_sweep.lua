@@ -43,9 +43,9 @@ T.case("failing points are recorded (error, NaN, exit status, signal) and the ot
   local out = tmpdir()
   local code, text = run_script("sweep_points.lua", out, "mixed")
   T.eq(code, 0, "the sweep script's exit status")
-  assert(text:find("6 points, 0 done earlier, 6 to run, 2 at a time", 1, true), text)
+  assert(text:find("7 points, 0 done earlier, 7 to run, 2 at a time", 1, true), text)
   local rows = q.report(out .. "/mixed/results.jsonl")
-  T.eq(#rows, 6, "records in results.jsonl")
+  T.eq(#rows, 7, "records in results.jsonl")
   local r = by_id(rows)
   T.eq(r["case=a"].status, "ok"); T.eq(r["case=a"].metrics.value, 1)
   T.eq(r["case=b"].status, "ok"); T.eq(r["case=b"].metrics.out_ok, true, "cfg.out exists when run starts")
@@ -54,6 +54,8 @@ T.case("failing points are recorded (error, NaN, exit status, signal) and the ot
   T.eq(r["case=nan"].status, "error"); T.eq(r["case=nan"].error, "metric 'value' is NaN")
   T.eq(r["case=exit"].status, "error")
   assert(r["case=exit"].error:find("worker exited with status 3", 1, true), r["case=exit"].error)
+  T.eq(r["case=exit0"].status, "error")
+  assert(r["case=exit0"].error:find("run ended the worker process before returning", 1, true), r["case=exit0"].error)
   T.eq(r["case=kill"].status, "error")
   assert(r["case=kill"].error:find("killed by signal 9 (SIGKILL)", 1, true), r["case=kill"].error)
   for _, row in ipairs(rows) do
@@ -67,14 +69,14 @@ T.case("failing points are recorded (error, NaN, exit status, signal) and the ot
   local R = returned(out)
   local ids = {}
   for i, x in ipairs(R.mixed) do ids[i] = x.id end
-  T.eq(table.concat(ids, " "), "case=a case=b case=error case=nan case=exit case=kill", "point order")
+  T.eq(table.concat(ids, " "), "case=a case=b case=error case=nan case=exit case=kill case=exit0", "point order")
   T.eq(R.mixed[1].seed, r["case=a"].config.seed, "the returned list matches the file")
   -- the parent logs start and finish of each point
   assert(text:find("[sweep] start case=a", 1, true) and text:find("[sweep] ok    case=a in", 1, true), text)
   assert(text:find("[sweep] FAIL  case=exit after", 1, true), text)
-  -- top level ran once in the parent, once per worker of each sweep (6 + 2);
+  -- top level ran once in the parent, once per worker of each sweep (7 + 2);
   -- the second sweep's workers did not run the first sweep's points again
-  T.eq(#lines(out .. "/top.txt"), 1 + 6 + 2, "runs of the script's top level")
+  T.eq(#lines(out .. "/top.txt"), 1 + 7 + 2, "runs of the script's top level")
   local ran = lines(out .. "/ran.txt")
   T.eq(count(ran, "mixed a"), 1, "point a ran once"); T.eq(count(ran, "second 1"), 1); T.eq(count(ran, "second 2"), 1)
   T.eq(#R.second, 2); T.eq(R.second[2].value, 20)

@@ -1,10 +1,10 @@
 -- Sweeps used by test_sweep.lua (each point runs in a worker that runs this script again):
 --   qlora run sweep_points.lua OUT MODE
--- MODE "mixed": points that succeed, raise an error, return NaN, exit with status 3 and kill
---   themselves, two at a time; then a second sweep (its own out) whose workers must not run
+-- MODE "mixed": points that succeed, raise an error, return NaN, exit with status 3 or 0 and
+--   kill themselves, two at a time; then a second sweep (its own out) whose workers must not run
 --   the first one's points again.
 -- MODE "ok": three points that succeed.  MODE "slow": four points of 0.4 s, one at a time.
--- MODE "overlap": three points of 0.6 s recording their start and end (parallel = 1 here).
+-- MODE "overlap": three points of 1 s recording their start and end (parallel = 1 here).
 -- Every point appends "<sweep> <id>" to OUT/ran.txt when it ends; every run of the script's
 -- top level appends a line to OUT/top.txt. The returned lists are written to OUT/returned.lua.
 local q = require "qlora"
@@ -34,12 +34,13 @@ local function returned(name, list)
 end
 
 if mode == "mixed" then
-  local first = q.sweep{ grid = { case = { "a", "b", "error", "nan", "exit", "kill" } }, parallel = 2, out = out .. "/mixed",
+  local first = q.sweep{ grid = { case = { "a", "b", "error", "nan", "exit", "kill", "exit0" } }, parallel = 2, out = out .. "/mixed",
     run = function(cfg)
       append(out .. "/ran.txt", "mixed " .. cfg.case)
       if cfg.case == "error" then error("this point fails on purpose") end
       if cfg.case == "nan" then return { value = 0 / 0 } end
       if cfg.case == "exit" then os.exit(3) end
+      if cfg.case == "exit0" then os.exit(0) end
       if cfg.case == "kill" then os.execute("kill -9 " .. own_pid()) end
       local dir_ok = io.open(cfg.out .. "/mark", "w")
       if dir_ok then dir_ok:close() end
@@ -69,7 +70,7 @@ elseif mode == "overlap" then
   returned("overlap", q.sweep{ grid = { i = { 1, 2, 3 } }, out = out .. "/overlap", parallel = 1,
     run = function(cfg)
       local t0 = q.clock()
-      os.execute("sleep 0.6")
+      os.execute("sleep 1")
       return { value = cfg.i, started = t0, ended = q.clock() }
     end })
 elseif mode == "random" then
