@@ -189,7 +189,7 @@ function q.report(source, opts)
     for j = 1, #columns do parts[j] = pad(cells[i][j], j) end
     lines[#lines + 1] = (table.concat(parts, "  "):gsub("%s+$", ""))
   end
-  local text = table.concat(lines, "\n")
+  local text = #rows == 0 and "(no sweep results)" or table.concat(lines, "\n")
   print(text)
 
   local summary = opts.out or (dir and dir .. "/summary.md")

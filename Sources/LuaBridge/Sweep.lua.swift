@@ -89,7 +89,7 @@ local function check_options(opts)
   if type(opts.run) ~= "function" then return "option 'run' must be a function (cfg) -> metrics, got " .. type(opts.run) end
   local p = opts.parallel
   if p ~= nil and (type(p) ~= "number" or p ~= math.floor(p) or p < 1) then
-    return "option 'parallel' must be an integer >= 1, got " .. tostring(p)
+    return "option 'parallel' must be an integer >= 1, got " .. (type(p) == "number" and tostring(p) or "a " .. type(p))
   end
   local s = opts.seed
   if s ~= nil and (type(s) ~= "number" or s ~= math.floor(s) or s < 0) then
@@ -309,8 +309,13 @@ local function run_assigned_point(opts, points, assignment)
     else
       metrics = metrics or {}
       local bad, what = find_nonfinite(metrics, "", 0)
-      result = { ok = bad == nil, metrics = metrics }
-      if bad then result.error = "metric '" .. bad .. "' is " .. what end
+      local encodable, problem = pcall(sys.encode, metrics, "metrics")
+      if not encodable then
+        result = { ok = false, error = tostring(problem):gsub("^qlora%.sweep: ", "") }
+      else
+        result = { ok = bad == nil, metrics = metrics }
+        if bad then result.error = "metric '" .. bad .. "' is " .. what end
+      end
     end
   end
   local ok, text = pcall(sys.encode, result, "result")
