@@ -134,7 +134,9 @@ struct WeightFiles {
             parts["absmax"] = try tensor(name + ".absmax")
         }
         do {
-            return try QuantizedTensor.fromParts(parts, shape: shape, options)
+            // No copy: the 4-bit weights stay in the read-only file mapping, shared by every
+            // process that loads this directory (sweep workers).
+            return try QuantizedTensor.fromParts(parts, shape: shape, options, copy: false)
         } catch let e as QuantError {
             throw IOError(path: path, reason: "4-bit weight \"\(name)\": \(e.message)")
         }

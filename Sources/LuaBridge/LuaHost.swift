@@ -69,6 +69,7 @@ public final class LuaHost {
         if qlora_pcall_traceback(L, 4, 1) != 0 { throw LuaError("qlora: prelude failed: \(luaString(L, -1) ?? "")") }
         luaPop(L, 1)
         try runModuleChunk(trainerSource, name: "=qlora.trainer", module: q)
+        try SweepBindings.install(L, moduleIndex: q)
 
         // require "qlora" and the global `qlora`.
         lua_getglobal(L, "package")
@@ -91,6 +92,9 @@ public final class LuaHost {
     /// file:line and traceback).
     public func runFile(_ path: String, args: [String]) -> String? {
         lua_settop(L, 0)
+        // q.sweep's workers run this same script again; a worker learns its point here.
+        WorkerProcess.claimAssignment()
+        SweepBindings.script = (path, args)
         // arg table: arg[0] = script, arg[1...] = args
         lua_createtable(L, Int32(args.count), 1)
         luaPushString(L, path); lua_rawseti(L, -2, 0)
