@@ -85,34 +85,7 @@ struct WeightFiles {
     private var location: [String: (file: String, entry: SafetensorsEntry)] = [:]
 
     init(_ dir: String) throws {
-        let single = dir + "/model.safetensors"
-        let index = dir + "/model.safetensors.index.json"
-        var names: [String] = []
-        if FileManager.default.fileExists(atPath: single) {
-            names = ["model.safetensors"]
-        } else if FileManager.default.fileExists(atPath: index) {
-            let json = try JSONValue.load(path: index)
-            guard let map = json["weight_map"]?.objectValue else {
-                throw IOError(path: index, reason: "missing \"weight_map\" object")
-            }
-            var seen = Set<String>()
-            for (tensor, v) in map {
-                guard let f = v.stringValue, !f.contains("/"), !f.isEmpty else {
-                    throw IOError(path: index, reason: "weight_map entry \"\(tensor)\" must name a file in the directory")
-                }
-                if !seen.contains(f) {
-                    seen.insert(f)
-                    names.append(f)
-                    if !FileManager.default.fileExists(atPath: dir + "/" + f) {
-                        throw IOError(path: index, reason: "shard \"\(f)\" named in weight_map does not exist")
-                    }
-                }
-            }
-        } else {
-            throw IOError(path: dir, reason: "no model.safetensors or model.safetensors.index.json (qlora reads safetensors weights only)")
-        }
-        for n in names {
-            let path = dir + "/" + n
+        for path in try ModelFiles.weightFiles(in: dir) {
             let f = try SafetensorsFile(path: path)
             files[path] = f
             for e in f.entries { location[e.name] = (path, e) }
@@ -161,7 +134,9 @@ struct WeightFiles {
             parts["absmax"] = try tensor(name + ".absmax")
         }
         do {
-            return try QuantizedTensor.fromParts(parts, shape: shape, options)
+            // No copy: the 4-bit weights stay in the read-only file mapping, shared by every
+            // process that loads this directory (sweep workers).
+            return try QuantizedTensor.fromParts(parts, shape: shape, options, copy: false)
         } catch let e as QuantError {
             throw IOError(path: path, reason: "4-bit weight \"\(name)\": \(e.message)")
         }

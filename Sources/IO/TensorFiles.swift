@@ -66,9 +66,15 @@ public enum TensorFiles {
         }
     }
 
-    /// Writes tensors (in the order given) atomically, with optional string metadata.
+    /// Writes tensors atomically, with optional string metadata. Tensors are laid out by element
+    /// size, widest first (otherwise in the order given), so each starts at a multiple of its
+    /// element size and readers can use the mapped bytes in place instead of copying them.
     public static func save(_ path: String, _ tensors: [(name: String, tensor: Tensor)], metadata: [String: String]?) throws {
-        let data = tensors.map { (name, t) in
+        let ordered = tensors.enumerated().sorted { a, b in
+            let wa = a.element.tensor.dtype.byteSize, wb = b.element.tensor.dtype.byteSize
+            return wa != wb ? wa > wb : a.offset < b.offset
+        }.map { $0.element }
+        let data = ordered.map { (name, t) in
             SafetensorsTensorData(name: name, dtype: fileDType(t.dtype), shape: t.shape,
                                   bytes: UnsafeRawBufferPointer(start: t.raw, count: t.byteCount))
         }

@@ -71,6 +71,7 @@ public final class LuaHost {
         luaPop(L, 1)
         try runModuleChunk(trainerSource, name: "=qlora.trainer", module: q)
         try runModuleChunk(tasksSource, name: "=qlora.tasks", module: q)
+        try SweepBindings.install(L, moduleIndex: q)
 
         // require "qlora" and the global `qlora`.
         lua_getglobal(L, "package")
@@ -93,6 +94,9 @@ public final class LuaHost {
     /// file:line and traceback).
     public func runFile(_ path: String, args: [String]) -> String? {
         lua_settop(L, 0)
+        // q.sweep's workers run this same script again; a worker learns its point here.
+        WorkerProcess.claimAssignment()
+        SweepBindings.script = (path, args)
         // arg table: arg[0] = script, arg[1...] = args
         lua_createtable(L, Int32(args.count), 1)
         luaPushString(L, path); lua_rawseti(L, -2, 0)

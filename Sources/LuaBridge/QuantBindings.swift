@@ -122,7 +122,7 @@ enum QuantBindings {
             ("set_compute", { a in
                 let l = try this(a)
                 let s = try a.string(2)
-                guard let c = ComputeType(rawValue: s) else { throw a.fail("compute must be \"f32\" or \"bf16\", got \"\(s)\"") }
+                guard let c = ComputeType(rawValue: s) else { throw a.fail("compute must be one of \(ComputeType.names), got \"\(s)\"") }
                 l.compute = c
                 return 0
             }),
@@ -142,7 +142,7 @@ enum QuantBindings {
 
     static func computeType(_ a: LuaArgs, _ t: Int32?) throws -> ComputeType {
         let s = try a.optionString(t, "compute") ?? "f32"
-        guard let c = ComputeType(rawValue: s) else { throw a.fail("compute must be \"f32\" or \"bf16\", got \"\(s)\"") }
+        guard let c = ComputeType(rawValue: s) else { throw a.fail("compute must be one of \(ComputeType.names), got \"\(s)\"") }
         return c
     }
 

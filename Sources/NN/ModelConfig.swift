@@ -60,14 +60,7 @@ public struct ModelConfig: Equatable {
     }
 
     /// Total parameter count of the dense model.
-    public var parameterCount: Int {
-        let attn = hiddenSize * numHeads * headDim * 2 + hiddenSize * numKVHeads * headDim * 2
-        let bias = attentionBias ? numHeads * headDim + 2 * numKVHeads * headDim : 0
-        let mlp = 3 * hiddenSize * intermediateSize
-        let perLayer = attn + bias + mlp + 2 * hiddenSize
-        let head = tieWordEmbeddings ? 0 : vocabSize * hiddenSize
-        return vocabSize * hiddenSize + numLayers * perLayer + hiddenSize + head
-    }
+    public var parameterCount: Int { parameterCounts.total }
 }
 
 public struct ModelError: Error, CustomStringConvertible {

@@ -33,6 +33,17 @@ public struct QuantOptions: Equatable {
     }
 }
 
+extension QuantOptions {
+    /// Bytes a tensor of `count` elements takes in this format, as `QuantizedTensor.byteCount`
+    /// counts them: packed nibbles plus one f32 absmax per block, or with double quantization one
+    /// u8 code per block plus one f32 per 256 blocks (the fixed code tables are not counted).
+    public func storageBytes(count: Int) -> Int {
+        let blocks = (count + block - 1) / block
+        let absmax = doubleQuant ? blocks + (blocks + 255) / 256 * 4 : blocks * 4
+        return (count + 1) / 2 + absmax
+    }
+}
+
 public struct QuantError: Error, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }

@@ -7,6 +7,12 @@ import Tensor
 
 public enum ComputeType: String, CaseIterable {
     case f32, bf16
+    /// bitsandbytes' CPU inference arithmetic (see BnbCompatLinear.swift), for comparing with it.
+    case bnbBF16 = "bnb_bf16"
+
+    /// The modes the fused kernels implement (what benchmarks measure).
+    public static let kernelModes: [ComputeType] = [.f32, .bf16]
+    public static let names = allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
 }
 
 public final class QuantLinear {
@@ -38,6 +44,7 @@ public final class QuantLinear {
             throw QuantError("input's last dim is \(k), the layer expects \(inFeatures) (input shape \(Shape.describe(x.shape)))")
         }
         let m = x.count / max(k, 1)
+        if compute == .bnbBF16 { return try forwardBnbCompat(x, rows: m) }
         let n = outFeatures
         let xf = try x.asF32()
         let out = try Tensor(shape: Array(x.shape.dropLast()) + [n], dtype: .f32, zeroed: false)

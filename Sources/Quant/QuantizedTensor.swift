@@ -107,15 +107,18 @@ public final class QuantizedTensor {
         return out
     }
 
-    /// Rebuilds a quantized tensor from exported parts, checking every size.
-    public static func fromParts(_ parts: [String: Tensor], shape: [Int], _ options: QuantOptions) throws -> QuantizedTensor {
+    /// Rebuilds a quantized tensor from exported parts, checking every size. The parts are copied
+    /// unless `copy` is false: then the tensor keeps their storage (the model loader passes bytes
+    /// borrowed from a mapped file, which every process loading that file then shares).
+    public static func fromParts(_ parts: [String: Tensor], shape: [Int], _ options: QuantOptions,
+                                 copy: Bool = true) throws -> QuantizedTensor {
         let n = try Shape.numel(shape, "qlora.quantized")
         let nb = (n + options.block - 1) / options.block
         func part(_ name: String, _ dtype: DType, _ count: Int) throws -> Tensor {
             guard let t = parts[name] else { throw QuantError("missing '\(name)'") }
             if t.dtype != dtype { throw QuantError("'\(name)' must be \(dtype.name), got \(t.dtype.name)") }
             if t.count != count { throw QuantError("'\(name)' must have \(count) elements for shape \(Shape.describe(shape)) at block \(options.block), got \(t.count)") }
-            return try t.copy()
+            return copy ? try t.copy() : t
         }
         let packed = try part("packed", .u8, (n + 1) / 2)
         if options.doubleQuant {

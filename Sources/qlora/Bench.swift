@@ -12,6 +12,21 @@ import Foundation
 import Tensor
 
 enum Bench {
+    static let help = """
+    usage: qlora bench [tensor|quant|train]... [--json]
+
+    Measures against references timed in the same run:
+      tensor  add and softmax vs memcpy of the same traffic; OpenBLAS sgemm GFLOP/s
+      quant   4-bit matmul vs OpenBLAS sgemm/sgemv on the dense weight; quantize and
+              dequantize GB/s
+      train   QLoRA steps of the PyTorch peer's default configuration: tokens/s, peak RSS,
+              FLOP utilisation vs sgemm
+    Without a suite: tensor and quant.
+
+    options:
+      --json   one JSON object per measurement instead of text
+
+    """ + ExitStatus.helpText
     static func run(_ args: [String]) -> Int32 {
         var json = false
         var suites: [String] = []
@@ -19,11 +34,11 @@ enum Bench {
             switch a {
             case "--json": json = true
             case "--help", "-h":
-                print("usage: qlora bench [tensor|quant|train]... [--json]\nMeasures against references timed in the same run: tensor (add, softmax vs memcpy; sgemm GFLOP/s), quant (4-bit matmul vs OpenBLAS sgemm/sgemv on the dense weight; quantize and dequantize GB/s), train (QLoRA steps of the PyTorch peer's default configuration: tokens/s, peak RSS, FLOP utilisation vs sgemm). Without a suite: tensor and quant.")
+                print(help)
                 return 0
             case "tensor", "quant", "train": suites.append(a)
             default:
-                FileHandle.standardError.write("qlora bench: unknown argument '\(a)' (expected: tensor, quant, train, --json)\n".data(using: .utf8) ?? Data())
+                printError("qlora bench: unknown argument '\(a)' (expected: tensor, quant, train, --json)\nrun 'qlora bench --help' for usage")
                 return 2
             }
         }

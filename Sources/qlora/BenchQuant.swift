@@ -44,7 +44,7 @@ extension Bench {
                                     x.f32, Int32(nk), w.f32, Int32(nk), 0, y.f32, Int32(nk))
                     }
                 }
-                for compute in ComputeType.allCases {
+                for compute in ComputeType.kernelModes {
                     let tOurs = try qw.withWeight { wp in
                         median(reps, before: before) {
                             if compute == .bf16 { ql_matmul4_bf16(wp, x.f32, Int64(m), nil, y.f32) } else { ql_matmul4_f32(wp, x.f32, Int64(m), nil, y.f32) }

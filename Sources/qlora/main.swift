@@ -1,4 +1,6 @@
-// The `qlora` command line: run a Lua experiment script, print the version, or benchmark.
+// The `qlora` command line: dispatches to the subcommands (run, sweep, info, quantize, generate,
+// bench, version, help) and turns their failures into exit codes: 0 success, 1 runtime failure,
+// 2 usage error.
 
 import Foundation
 import LuaBridge
@@ -8,21 +10,39 @@ let usage = """
 usage: qlora <command> [args]
 
 commands:
-  run FILE.lua [args...]   run an experiment script (the global `arg` holds the args)
+  run FILE.lua [args...]      run an experiment script (the global `arg` holds the args)
+  sweep FILE.lua [--parallel N] [args...]
+                              run a sweep script with QLORA_SWEEP_PARALLEL=N set
+  info MODEL_DIR [--json]     architecture, parameter counts and memory needs, from config.json
+                              and the safetensors headers (no weights read)
+  quantize MODEL_DIR OUT_DIR [--type nf4|fp4 --block N --double-quant|--no-double-quant]
+                              write a bitsandbytes 4-bit copy of a model
+  generate MODEL_DIR --prompt TEXT [--adapter DIR --max-tokens N --temperature T ...]
+                              stream generated text to stdout
   bench [tensor|quant|train] [--json]
-                           measure against references timed in the same run
-  version                  print the version and the ISA level in use
-  help                     this text (also --help, -h)
+                              measure against references timed in the same run
+  version                     print the version and the ISA level in use
+  help [COMMAND]              this text, or a command's (also: qlora COMMAND --help)
 
 environment:
   QLORA_ISA=scalar|avx2|avx512|avx512bf16   force an instruction-set level
   QLORA_THREADS=N                           threads for kernels and OpenBLAS
-"""
 
-func fail(_ message: String, code: Int32 = 2) -> Never {
-    FileHandle.standardError.write((message + "\n").data(using: .utf8) ?? Data())
-    exit(code)
-}
+""" + ExitStatus.helpText
+
+let versionHelp = """
+usage: qlora version
+
+Prints the version, the instruction-set level in use (and the best this CPU supports) and the
+thread count.
+
+""" + ExitStatus.helpText
+
+let helps: [String: String] = [
+    "run": RunCommand.runHelp, "sweep": RunCommand.sweepHelp, "info": InfoCommand.help,
+    "quantize": QuantizeCommand.help, "generate": GenerateCommand.help, "bench": Bench.help,
+    "version": versionHelp,
+]
 
 // OpenBLAS's idle threads spin for a while after each call and steal the cores from our own
 // kernels; OPENBLAS_THREAD_TIMEOUT (read when the library loads, before main) makes them sleep
@@ -34,31 +54,50 @@ if getenv("OPENBLAS_THREAD_TIMEOUT") == nil {
 }
 
 var argv = Array(CommandLine.arguments.dropFirst())
-guard let command = argv.first else { print(usage); exit(0) }
+guard let command = argv.first else { print(usage); exit(ExitStatus.success) }
 argv.removeFirst()
 
-do { try Runtime.start() } catch { fail("qlora: \(error)") }
+do { try Runtime.start() } catch {
+    printError("qlora: \(error)")
+    exit(ExitStatus.usage)
+}
 
-switch command {
-case "help", "--help", "-h":
-    print(usage)
-case "version", "--version":
-    print("qlora \(LuaHost.version)")
-    print("isa: \(Runtime.isaName) (best on this CPU: \(Runtime.bestIsaName); supported: \(Runtime.supportedIsas.joined(separator: ", ")))")
-    print("threads: \(Runtime.threads)")
-case "run":
-    guard let script = argv.first else { fail("qlora run: expected a script file\n\n" + usage) }
-    if script == "--help" || script == "-h" {
-        print("usage: qlora run FILE.lua [args...]\nRuns a Lua script with the qlora module loaded; exit status 0 on success, 1 on a script error.")
-        exit(0)
+func dispatch(_ command: String, _ args: [String]) throws -> Int32 {
+    switch command {
+    case "help", "--help", "-h":
+        guard let topic = args.first else { print(usage); return ExitStatus.success }
+        guard let text = helps[topic] else { throw UsageError("no command '\(topic)' (commands: \(helps.keys.sorted().joined(separator: ", ")))") }
+        print(text)
+        return ExitStatus.success
+    case "version", "--version":
+        let a = try CommandLineArgs(command: "version", args, CommandSpec())
+        if a.wantsHelp { print(versionHelp); return ExitStatus.success }
+        print("qlora \(LuaHost.version)")
+        print("isa: \(Runtime.isaName) (best on this CPU: \(Runtime.bestIsaName); supported: \(Runtime.supportedIsas.joined(separator: ", ")))")
+        print("threads: \(Runtime.threads)")
+        return ExitStatus.success
+    case "run": return try RunCommand.run(args)
+    case "sweep": return try RunCommand.sweep(args)
+    case "info": return try InfoCommand.run(args)
+    case "quantize": return try QuantizeCommand.run(args)
+    case "generate": return try GenerateCommand.run(args)
+    case "bench": return Bench.run(args)
+    default:
+        printError("qlora: unknown command '\(command)' (expected one of: \(helps.keys.sorted().joined(separator: ", ")), help)\n\n" + usage)
+        return ExitStatus.usage
     }
-    let host: LuaHost
-    do { host = try LuaHost() } catch { fail("\(error)", code: 1) }
-    if let err = host.runFile(script, args: Array(argv.dropFirst())) {
-        fail(err, code: 1)
-    }
-case "bench":
-    exit(Bench.run(argv))
-default:
-    fail("qlora: unknown command '\(command)'\n\n" + usage)
+}
+
+do {
+    exit(try dispatch(command, argv))
+} catch let e as UsageError {
+    let name = command == "help" || command == "--help" || command == "-h" ? "help" : command
+    printError("qlora \(name): \(e.message)\nrun 'qlora \(name) --help' for usage")
+    exit(ExitStatus.usage)
+} catch let e as CommandFailure {
+    printError(command == "run" || command == "sweep" ? e.message : "qlora \(command): \(e.message)")
+    exit(ExitStatus.failure)
+} catch {
+    printError("qlora \(command): \(error)")
+    exit(ExitStatus.failure)
 }

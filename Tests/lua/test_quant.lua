@@ -134,6 +134,46 @@ for _, isa in ipairs(q.supported_isas()) do
 end
 q.set_isa(q.supported_isas()[#q.supported_isas()])
 
+T.case("compute bnb_bf16: bitsandbytes' CPU arithmetic, written out by hand", function()
+  -- y = bf16( bf16(x) . (bf16(code) * bf16(absmax))^T ) + b, with an odd number of columns so a
+  -- block crosses a row boundary; dx = dy W for the same W.
+  local n, k = 5, 37
+  local qw = q.quantize(q.randn({ n, k }, { seed = 21 }), { type = "nf4", block = 32, double_quant = true })
+  local e = qw:export()
+  local function bf(t) return t:to("bf16"):to("f32") end
+  local code = bf(e.code):totable()
+  local blocks = math.ceil(n * k / 32)
+  local amax = {}
+  do -- each block's absmax is its largest |dequantized value| (NF4's code holds -1 and 1)
+    local full = qw:dequantize():reshape({ n * k }):abs():totable()
+    for b = 1, blocks do
+      local m = 0
+      for i = (b - 1) * 32 + 1, math.min(b * 32, n * k) do m = math.max(m, full[i]) end
+      amax[b] = m
+    end
+  end
+  local packed = e.packed:totable()
+  local w = {}
+  for i = 0, n * k - 1 do
+    local byte = packed[i // 2 + 1]
+    local nib = (i % 2 == 0) and (byte // 16) or (byte % 16)
+    w[i + 1] = code[nib + 1] * bf(q.tensor({ amax[i // 32 + 1] })):item()
+  end
+  local W = q.tensor(w):reshape({ n, k })
+  local x = q.randn({ 3, k }, { seed = 22 })
+  local bias = q.randn({ n }, { seed = 23 })
+  local expected = bf(bf(x):matmul(W:t())) + bias
+  local layer = q.quant_linear(qw, bias, { compute = "bnb_bf16" })
+  T.eq(layer:compute(), "bnb_bf16")
+  local xr = x:clone(); xr.requires_grad = true
+  local y = layer:forward(xr)
+  T.close(max_abs_diff(y, expected), 0, 1e-6)
+  local dy = q.randn({ 3, n }, { seed = 24 })
+  y:backward(dy)
+  T.close(max_abs_diff(xr.grad, dy:matmul(W)), 0, 1e-5)
+  T.errors(function() q.quant_linear(qw, bias, { compute = "bf8" }) end, "compute must be one of", "bnb_bf16")
+end)
+
 T.case("bad input", function()
   local w = q.randn({ 8, 64 }, { seed = 12 })
   T.errors(function() q.quantize(w, { type = "int4" }) end, "qlora.quantize", "unknown quantization type \"int4\"")

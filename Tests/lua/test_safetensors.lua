@@ -30,12 +30,32 @@ T.case("round trip of every dtype, 0-d and empty tensors, metadata", function()
     T.close(u:shape(), t:shape(), 0, 0, name .. " shape")
     T.close(u:totable(), t:totable(), 0, 0, name .. " values")
   end
-  -- header is padded to 8 bytes and tensors are sorted by name
+  -- header is padded to 8 bytes; tensors are laid out widest element first, by name within a width
   local bytes = read(tmp)
   local n = string.unpack("<I8", bytes)
   T.eq(n % 8, 0, "header length mod 8")
   local header = bytes:sub(9, 8 + n)
-  assert(header:find('"b"') < header:find('"e"') and header:find('"e"') < header:find('"u"'), header)
+  assert(header:find('"l"') < header:find('"e"') and header:find('"e"') < header:find('"f"')
+         and header:find('"f"') < header:find('"b"') and header:find('"b"') < header:find('"h"')
+         and header:find('"h"') < header:find('"u"'), header)
+end)
+
+T.case("every tensor starts at a multiple of its element size (so readers can map it in place)", function()
+  q.save_tensors(tmp, { a_bytes = q.ones({ 3 }, { dtype = "u8" }), b_half = q.ones({ 3 }, { dtype = "bf16" }),
+                        c_float = q.ones({ 5 }), d_long = q.ones({ 1 }, { dtype = "i64" }) })
+  local bytes = read(tmp)
+  local n = string.unpack("<I8", bytes)
+  T.eq(n % 8, 0)
+  local header = bytes:sub(9, 8 + n)
+  local widths = { a_bytes = 1, b_half = 2, c_float = 4, d_long = 8 }
+  for name, w in pairs(widths) do
+    local start = tonumber(header:match('"' .. name .. '":{[^}]*"data_offsets":%[(%d+),'))
+    assert(start, name .. " missing from the header")
+    T.eq(start % w, 0, name .. " offset " .. start)
+  end
+  local back = q.load_tensors(tmp)
+  T.eq(back.c_float:sum():item(), 5)
+  T.eq(back.b_half:dtype(), "bf16")
 end)
 
 T.case("a file written by transformers", function()

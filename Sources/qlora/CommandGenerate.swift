@@ -1,0 +1,130 @@
+// `qlora generate MODEL_DIR --prompt TEXT`: loads a model (4-bit as stored, or quantized on load),
+// optionally a PEFT LoRA adapter, and streams the generated text to stdout token by token.
+
+import Foundation
+import IO
+import NN
+import Quant
+
+enum GenerateCommand {
+    static let help = """
+    usage: qlora generate MODEL_DIR --prompt TEXT [--adapter DIR] [--quant nf4|fp4|none]
+                          [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+
+    Loads the model in MODEL_DIR (which must hold tokenizer.json), encodes TEXT with its
+    tokenizer and streams the generated text to stdout as each token arrives. Stops at an eos
+    token or after --max-tokens.
+
+    options:
+      --prompt TEXT       the prompt (required)
+      --adapter DIR       a PEFT LoRA adapter directory (adapter_config.json,
+                          adapter_model.safetensors) applied on top of the model
+      --quant nf4|fp4|none  decoder linears: quantize on load to nf4 / fp4 (block 64, double
+                          quantization), or none (dense). Default: as stored (a bitsandbytes 4-bit
+                          checkpoint stays 4-bit, a dense one stays dense)
+      --max-tokens N      most new tokens (an integer >= 0, default 64)
+      --temperature T     0 is greedy (the default); > 0 samples
+      --top-k K           sample among the K most likely tokens (0 = all, the default)
+      --top-p P           sample within top-p probability mass, in (0, 1] (default 1)
+      --seed S            sampling seed (an integer >= 0, default 0)
+
+    output: stdout gets the generated text only (the prompt is not repeated), then a newline;
+    stderr gets one line with the token count and tokens per second.
+
+    """ + ExitStatus.helpText + """
+
+      (1 also when MODEL_DIR has no tokenizer.json, or the adapter does not fit the model)
+    """
+
+    static func run(_ args: [String]) throws -> Int32 {
+        let spec = CommandSpec(options: ["prompt": .value("the prompt text"), "adapter": .value("an adapter directory"),
+                                         "quant": .value("nf4, fp4 or none"), "max-tokens": .value("an integer >= 0"),
+                                         "temperature": .value("a number >= 0"), "top-k": .value("an integer >= 0"),
+                                         "top-p": .value("a number in (0, 1]"), "seed": .value("an integer >= 0")],
+                               positionals: ["MODEL_DIR"])
+        let a = try CommandLineArgs(command: "generate", args, spec)
+        if a.wantsHelp { print(help); return ExitStatus.success }
+        let dir = try CommandLineArgs.existingDirectory(a.positionals[0], "MODEL_DIR")
+        guard let prompt = a.string("prompt") else { throw UsageError("missing --prompt TEXT (the text to continue)") }
+        let adapter = try a.string("adapter").map { try CommandLineArgs.existingDirectory($0, "--adapter DIR") }
+        let quant = try a.choice("quant", ["nf4", "fp4", "none"])
+        var o = GenerationOptions()
+        o.maxTokens = try a.int("max-tokens", min: 0, default: 64)
+        o.temperature = try a.double("temperature", 0...Double.greatestFiniteMagnitude, what: "a number >= 0", default: 0)
+        o.topK = try a.int("top-k", min: 0, default: 0)
+        o.topP = try a.double("top-p", Double.leastNonzeroMagnitude...1, what: "a number in (0, 1]", default: 1)
+        o.seed = UInt64(try a.int("seed", min: 0, default: 0))
+
+        // Check the cheap things before reading any weight.
+        let configPath = dir + "/config.json"
+        guard FileManager.default.fileExists(atPath: configPath) else {
+            throw CommandFailure("\(dir): no config.json (expected a Hugging Face model directory)")
+        }
+        guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else {
+            throw CommandFailure("\(dir): no tokenizer.json (generate encodes the prompt with the model's tokenizer)")
+        }
+        let (_, stored) = try ModelConfigFile.load(configPath)
+        var load = LoadOptions()
+        if let q = quant, q != "none" {
+            let options = try QuantOptions(type: QuantType(rawValue: q) ?? .nf4, block: 64, doubleQuant: true)
+            if let s = stored, s.options.type != options.type {
+                throw CommandFailure("\(dir) is stored in 4-bit \(s.options.type.rawValue); it cannot be loaded as \(q)")
+            }
+            load.quant = options
+        } else if quant == "none", let s = stored {
+            throw CommandFailure("\(dir) is stored in 4-bit \(s.options.type.rawValue); --quant none cannot restore dense weights")
+        }
+        let tokenizer = try Tokenizer(path: dir)
+        let model = try ModelLoader.load(dir, load)
+        if let ad = adapter { try PEFTAdapter.load(model, from: ad, as: "default") }
+        o.stopIds = model.config.eosTokenIds + tokenizer.eosIds
+
+        let ids = try tokenizer.encode(prompt)
+        if ids.isEmpty { throw UsageError("--prompt '\(prompt)' encodes to no tokens (give some text)") }
+        var stream = TextStream(tokenizer)
+        let t0 = monotonicSeconds()
+        let out = try model.generate(ids, o) { id in
+            try stream.append(id)
+            return true
+        }
+        try stream.finish()
+        let seconds = monotonicSeconds() - t0
+        printError(String(format: "[%d tokens in %.2f s, %.1f tokens/s]", out.count, seconds, Double(out.count) / max(seconds, 1e-9)))
+        return ExitStatus.success
+    }
+}
+
+/// Writes the text of a growing list of token ids to stdout as it grows: each step decodes all
+/// ids (special tokens left out) and writes the bytes past what was written. A decode ending in
+/// U+FFFD waits for the next token (a character split across byte-level tokens).
+struct TextStream {
+    let tokenizer: Tokenizer
+    var ids: [Int] = []
+    var written: [UInt8] = []
+    init(_ tokenizer: Tokenizer) { self.tokenizer = tokenizer }
+
+    mutating func append(_ id: Int) throws {
+        ids.append(id)
+        try flush(final: false)
+    }
+
+    mutating func finish() throws {
+        try flush(final: true)
+        emit([10])
+    }
+
+    private mutating func flush(final: Bool) throws {
+        let text = Array(try tokenizer.decode(ids, skipSpecialTokens: true).utf8)
+        if !final && text.count >= 3 && Array(text.suffix(3)) == [0xEF, 0xBF, 0xBD] { return }
+        // The shared prefix with what is out already (a decoder may rewrite a leading space).
+        var same = 0
+        while same < written.count && same < text.count && written[same] == text[same] { same += 1 }
+        if same < text.count { emit(Array(text[same...])) }
+        written = text
+    }
+
+    private func emit(_ bytes: [UInt8]) {
+        bytes.withUnsafeBufferPointer { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
+        fflush(stdout)
+    }
+}

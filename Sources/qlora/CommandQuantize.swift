@@ -1,0 +1,142 @@
+// `qlora quantize MODEL_DIR OUT_DIR`: loads a model with its decoder linears quantized on load
+// (one f32 tensor at a time), writes it as a Hugging Face directory in bitsandbytes' 4-bit layout
+// (what `model:save(dir, {quantized = true})` writes), and copies the tokenizer and generation
+// files beside it.
+
+import Foundation
+import IO
+import NN
+import Quant
+import Tensor
+
+enum QuantizeCommand {
+    static let help = """
+    usage: qlora quantize MODEL_DIR OUT_DIR [--type nf4|fp4] [--block N]
+                          [--double-quant | --no-double-quant] [--dtype f32|bf16|f16] [--force]
+
+    Quantizes a model's decoder linears to 4-bit while loading it (one tensor at a time) and
+    writes OUT_DIR in bitsandbytes' 4-bit layout with a quantization_config that transformers
+    reads: config.json, model.safetensors, and copies of tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json, generation_config.json, tokenizer.model and chat_template.jinja when
+    MODEL_DIR has them. Embeddings, norms and lm_head stay dense. A checkpoint that is already
+    4-bit is re-saved as it is (asking for another format is an error).
+
+    options:
+      --type nf4|fp4        4-bit data type (default nf4)
+      --block N             values per absmax block: a power of two from 32 to 4096 (default 64)
+      --double-quant        quantize the absmax values too (the default)
+      --no-double-quant     keep one f32 absmax per block
+      --dtype f32|bf16|f16  dtype of the dense tensors written (default: as MODEL_DIR stores them)
+      --force               write into OUT_DIR even if it is not empty (files of the same
+                            names are replaced, others are left as they are)
+
+    output: the format, the load+quantize and write times, the weight bytes before and after,
+    and the files copied.
+
+    """ + ExitStatus.helpText + """
+
+      (2 also when OUT_DIR is not empty and --force is not given, or is MODEL_DIR itself)
+    """
+
+    static func run(_ args: [String]) throws -> Int32 {
+        let spec = CommandSpec(options: ["type": .value("nf4 or fp4"), "block": .value("a power of two from 32 to 4096"),
+                                         "double-quant": .flag, "no-double-quant": .flag,
+                                         "dtype": .value("f32, bf16 or f16"), "force": .flag],
+                               positionals: ["MODEL_DIR", "OUT_DIR"])
+        let a = try CommandLineArgs(command: "quantize", args, spec)
+        if a.wantsHelp { print(help); return ExitStatus.success }
+        let dir = try CommandLineArgs.existingDirectory(a.positionals[0], "MODEL_DIR")
+        let out = a.positionals[1]
+        if a.has("double-quant") && a.has("no-double-quant") {
+            throw UsageError("--double-quant and --no-double-quant contradict each other (give one)")
+        }
+        let type = QuantType(rawValue: try a.choice("type", ["nf4", "fp4"]) ?? "nf4") ?? .nf4
+        let block = try a.int("block", min: 1, default: 64, what: "a power of two from 32 to 4096")
+        let options: QuantOptions
+        do { options = try QuantOptions(type: type, block: block, doubleQuant: !a.has("no-double-quant")) } catch {
+            throw UsageError("option --block expects a power of two from 32 to 4096, got '\(block)'")
+        }
+        let dtype = try a.choice("dtype", ["f32", "bf16", "f16"]).flatMap { DType.parse($0) }
+        try checkOutput(out, source: dir, force: a.has("force"))
+
+        let configPath = dir + "/config.json"
+        guard FileManager.default.fileExists(atPath: configPath) else {
+            throw CommandFailure("\(dir): no config.json (expected a Hugging Face model directory)")
+        }
+        let (_, stored) = try ModelConfigFile.load(configPath)
+        let asked = a.string("type") != nil || a.string("block") != nil || a.has("double-quant") || a.has("no-double-quant")
+        if let s = stored, asked, s.options.type != options.type || s.options.doubleQuant != options.doubleQuant || options.block != 64 {
+            throw CommandFailure("\(dir) is already 4-bit (\(describe(s.options))); re-quantizing to \(describe(options)) is not supported")
+        }
+        let sourceFiles = try ModelFiles.weightFiles(in: dir)
+        let before = sourceFiles.reduce(0) { $0 + fileSize($1) }
+        var save = SaveOptions()
+        save.dtype = try dtype ?? storedDenseDType(sourceFiles)
+        save.quantized = stored?.options ?? options
+
+        print("qlora quantize: \(dir) -> \(out)")
+        print(label("format") + "\(describe(stored?.options ?? options))\(stored != nil ? " (as stored)" : ""), dense tensors \(save.dtype.name)")
+        let t0 = monotonicSeconds()
+        let model = try ModelLoader.load(dir, LoadOptions(quant: options))
+        let t1 = monotonicSeconds()
+        print(String(format: label("load+quantize") + "%.3f s", t1 - t0))
+        try ModelSaver.save(model, to: out, save)
+        var copied: [String] = []
+        for name in ModelFiles.companionFiles where FileManager.default.fileExists(atPath: dir + "/" + name) {
+            let dest = out + "/" + name
+            do {
+                if FileManager.default.fileExists(atPath: dest) { try FileManager.default.removeItem(atPath: dest) }
+                try FileManager.default.copyItem(atPath: dir + "/" + name, toPath: dest)
+            } catch {
+                throw CommandFailure("\(dest): cannot copy \(name) (\(error.localizedDescription))")
+            }
+            copied.append(name)
+        }
+        let t2 = monotonicSeconds()
+        print(String(format: label("write") + "%.3f s", t2 - t1))
+        let after = fileSize(out + "/model.safetensors")
+        print(label("weights before") + "\(formatBytes(before)) (\(formatCount(before)) B)")
+        print(label("weights after") + "\(formatBytes(after)) (\(formatCount(after)) B), " + String(format: "%.2fx smaller", Double(before) / Double(max(after, 1))))
+        print(label("copied") + "\(copied.isEmpty ? "none" : copied.joined(separator: ", "))")
+        print(String(format: label("total time") + "%.3f s", t2 - t0))
+        return ExitStatus.success
+    }
+
+    static func label(_ name: String) -> String { (name + ":").padding(toLength: 16, withPad: " ", startingAt: 0) }
+
+    static func describe(_ o: QuantOptions) -> String {
+        "\(o.type.rawValue), block \(o.block), \(o.doubleQuant ? "double quant" : "no double quant")"
+    }
+
+    /// OUT_DIR may not exist, or be an empty directory; a non-empty one only with --force.
+    static func checkOutput(_ out: String, source: String, force: Bool) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: out, isDirectory: &isDir) else { return }
+        guard isDir.boolValue else { throw UsageError("OUT_DIR '\(out)' exists and is not a directory") }
+        let real = { (p: String) in URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+        if real(out) == real(source) { throw UsageError("OUT_DIR is MODEL_DIR; write the quantized model to another directory") }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+        if !entries.isEmpty && !force {
+            throw UsageError("OUT_DIR '\(out)' is not empty (pass --force to write into it)")
+        }
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? 0
+    }
+
+    /// The dtype the source stores its embeddings in (f32 when it is not a float dtype we write).
+    static func storedDenseDType(_ files: [String]) throws -> DType {
+        for path in files {
+            let f = try SafetensorsFile(path: path)
+            if let e = f.entry(named: "model.embed_tokens.weight") {
+                switch e.dtype {
+                case .bf16: return .bf16
+                case .f16: return .f16
+                default: return .f32
+                }
+            }
+        }
+        return .f32
+    }
+}

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Tests/cli/test_cli.sh [QLORA_BINARY]: runs the qlora command line through each subcommand's
+# success and failure paths (exit status 0 / 1 / 2 and key output lines) on the fixture models
+# in Tests/fixtures and on a tiny model with a tokenizer built in a temporary directory. Without
+# an argument the release binary is built with scripts/build. Last line: "N passed, M failed".
+set -u
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+bin="${1:-}"
+if [ -z "$bin" ]; then bin="$root/$("$root/scripts/build")" || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }; fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fx="$root/Tests/fixtures"
+passed=0; failed=0
+
+# expect NAME STATUS [REGEX...] -- COMMAND...: the command exits with STATUS and its output
+# (stdout and stderr together) has a line matching each REGEX. The output is kept in $out.
+expect() {
+  local name=$1 want=$2; shift 2
+  local patterns=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do patterns+=("$1"); shift; done
+  shift
+  # (generated text from a random model may hold NUL bytes, which shell variables cannot)
+  out=$("$@" 2>&1 | tr -d '\000'; exit "${PIPESTATUS[0]}"); local status=$? why=""
+  [ "$status" -eq "$want" ] || why="exit status $status, expected $want"
+  local p
+  for p in "${patterns[@]+"${patterns[@]}"}"; do
+    [ -n "$why" ] && break
+    grep -qE -- "$p" <<<"$out" || why="no line matches /$p/"
+  done
+  report "$name" "$why"
+}
+
+# check NAME CONDITION-DESCRIPTION TEST...: a plain shell test.
+check() {
+  local name=$1 what=$2; shift 2
+  if "$@"; then report "$name" ""; else report "$name" "$what"; fi
+}
+
+report() {
+  if [ -z "$2" ]; then
+    passed=$((passed + 1)); echo "ok   $1"
+  else
+    failed=$((failed + 1)); echo "FAIL $1: $2"
+    printf '%s\n' "$out" | tail -n 15 | sed 's/^/     | /'
+  fi
+}
+
+q() { "$bin" "$@"; }
+
+# --- help, version, unknown commands -----------------------------------------------------------
+expect "no arguments prints usage" 0 "^usage: qlora" "exit status:" -- q
+expect "help" 0 "^usage: qlora" "generate MODEL_DIR" -- q help
+expect "help COMMAND" 0 "^usage: qlora info MODEL_DIR" -- q help info
+expect "help of an unknown command" 2 "no command 'nope'" -- q help nope
+expect "version" 0 "^qlora [0-9]" "^isa: " -- q version
+expect "version takes no argument" 2 "unexpected argument 'x'" -- q version x
+expect "unknown command" 2 "unknown command 'frobnicate'" -- q frobnicate
+for c in run sweep info quantize generate bench version; do
+  expect "$c --help" 0 "^usage: qlora $c" "^exit status:" "2  usage error" -- q $c --help
+done
+expect "info -h" 0 "^usage: qlora info" -- q info -h
+
+# --- run and sweep -----------------------------------------------------------------------------
+cat > "$tmp/args.lua" <<'LUA'
+local q = require "qlora"
+print("args: " .. table.concat(arg, " "))
+print("parallel: " .. tostring(os.getenv("QLORA_SWEEP_PARALLEL")))
+print("module: " .. type(q.llama))
+LUA
+printf 'error("broken on purpose")\n' > "$tmp/fails.lua"
+expect "run passes arguments" 0 "^args: a --b c$" "^module: function$" -- q run "$tmp/args.lua" a --b c
+expect "run passes --help after the script" 0 "^args: --help$" -- q run "$tmp/args.lua" --help
+expect "run: script error exits 1" 1 "broken on purpose" -- q run "$tmp/fails.lua"
+expect "run: missing script exits 2" 2 "script '.*nope.lua' does not exist" -- q run "$tmp/nope.lua"
+expect "run: no script exits 2" 2 "missing FILE.lua" -- q run
+expect "run: option before the script" 2 "unknown option '--bogus'" -- q run --bogus "$tmp/args.lua"
+expect "sweep sets QLORA_SWEEP_PARALLEL" 0 "^parallel: 3$" "^args: x y$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep "$tmp/args.lua" --parallel 3 x y
+expect "sweep --parallel before the script" 0 "^parallel: 2$" "^args: x$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep --parallel=2 "$tmp/args.lua" x
+expect "sweep without --parallel leaves it unset" 0 "^parallel: nil$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep "$tmp/args.lua"
+expect "sweep --parallel 0" 2 "--parallel expects an integer >= 1, got '0'" -- q sweep "$tmp/args.lua" --parallel 0
+expect "sweep --parallel abc" 2 "--parallel expects an integer >= 1, got 'abc'" -- q sweep --parallel abc "$tmp/args.lua"
+expect "sweep --parallel without a value" 2 "--parallel needs a value" -- q sweep "$tmp/args.lua" --parallel
+expect "sweep: script error exits 1" 1 "broken on purpose" -- q sweep "$tmp/fails.lua" --parallel 2
+
+# --- info --------------------------------------------------------------------------------------
+expect "info dense" 0 "^architecture +LlamaForCausalLM" "^heads +4 \(kv heads 2, head_dim 16\)" "^stored dtype +F32$" \
+  "^quantization +none" "^  attention +24,576$" "^  mlp +73,728$" "^  norms +320$" "^  total +131,392$" \
+  "^  f32 .* 525,568 B$" "^  bf16 .* 262,784 B$" "^  nf4 \(block 64\) .* 121,472 B .*4.500 bits/param" \
+  "^  nf4 \+ double quant .* 116,920 B" -- q info "$fx/tiny-llama"
+expect "info 4-bit checkpoint" 0 "^quantization +bitsandbytes 4-bit: nf4, double quant yes" "^stored dtype +4-bit nf4" \
+  "^  total +131,392$" -- q info "$fx/tiny-llama-bnb-nf4"
+expect "info --json" 0 '"total": 131392' '"nf4_double_quant": 116920' '"quantization_config": null' -- q info --json "$fx/tiny-llama"
+expect "info: no MODEL_DIR" 2 "missing MODEL_DIR" -- q info
+expect "info: MODEL_DIR does not exist" 2 "MODEL_DIR '.*/nowhere' does not exist" -- q info "$tmp/nowhere"
+expect "info: a file as MODEL_DIR" 2 "is not a directory" -- q info "$fx/tiny-llama/config.json"
+expect "info: no config.json" 1 "no config.json" -- q info "$fx/tiny-llama-lora"
+expect "info: unknown option" 2 "unknown option '--bogus' \(expected one of: --json, --help\)" -- q info "$fx/tiny-llama" --bogus
+expect "info: extra argument" 2 "unexpected argument 'extra'" -- q info "$fx/tiny-llama" extra
+mkdir -p "$tmp/badcfg"; printf '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badcfg/config.json"
+expect "info: unsupported architecture" 1 "unsupported architecture" -- q info "$tmp/badcfg"
+
+mkdir -p "$tmp/sharded"
+cp "$fx/tiny-llama/config.json" "$tmp/sharded/"
+cp "$fx/tiny-llama/model.safetensors" "$tmp/sharded/model-00001-of-00001.safetensors"
+printf '{"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00001.safetensors"}}' \
+  > "$tmp/sharded/model.safetensors.index.json"
+expect "info on a sharded checkpoint" 0 "^weight files +1 shard \(model.safetensors.index.json\), 21 tensors" "^  total +131,392$" -- q info "$tmp/sharded"
+printf '{"weight_map": {"model.embed_tokens.weight": "model-00002-of-00002.safetensors"}}' > "$tmp/sharded/model.safetensors.index.json"
+expect "info: a shard named by the index is missing" 1 "shard \"model-00002-of-00002.safetensors\" named in weight_map does not exist" -- q info "$tmp/sharded"
+rm "$tmp/sharded/model.safetensors.index.json"
+expect "info: no weight files" 1 "no model.safetensors or model.safetensors.index.json" -- q info "$tmp/sharded"
+
+# info's figure for qlora's own layout must be what model:summary() measures on the loaded model.
+cat > "$tmp/summary.lua" <<'LUA'
+local q = require "qlora"
+local m = q.load_model(arg[1], {quant = {type = "nf4", block = 64, double_quant = true}})
+print(m:summary())
+LUA
+measured=$("$bin" run "$tmp/summary.lua" "$fx/tiny-llama" 2>&1 | awk '$1 == "total" { print $3 }')
+estimated=$("$bin" info --json "$fx/tiny-llama" 2>&1 | sed -nE 's/.*"qlora_nf4_double_quant": ([0-9]+).*/\1/p')
+out="measured $measured, estimated $estimated"
+check "info's nf4 + double quant bytes match model:summary()" "$out" test -n "$measured" -a "$measured" = "$estimated"
+
+# --- a tiny model with a tokenizer -------------------------------------------------------------
+cat > "$tmp/make.lua" <<'LUA'
+local q = require "qlora"
+q.llama{vocab = 350, hidden = 64, layers = 2, heads = 4, kv_heads = 2, intermediate = 192, seed = 7}:save(arg[1])
+LUA
+expect "build a tiny model with qlora run" 0 -- q run "$tmp/make.lua" "$tmp/tok"
+cp "$fx/tokenizers/bytelevel.json" "$tmp/tok/tokenizer.json"
+
+# --- quantize ----------------------------------------------------------------------------------
+expect "quantize" 0 "^format: +nf4, block 64, double quant" "^weights before: .*527,712 B" "^weights after: .*x smaller" \
+  "^copied: +generation_config.json" "^total time: " -- q quantize "$fx/tiny-llama" "$tmp/q1"
+expect "info on the quantized output" 0 "^quantization +bitsandbytes 4-bit: nf4, double quant yes" "^  total +131,392$" -- q info "$tmp/q1"
+expect "quantize refuses a non-empty OUT_DIR" 2 "OUT_DIR '.*q1' is not empty \(pass --force" -- q quantize "$fx/tiny-llama" "$tmp/q1"
+expect "quantize --force fp4 without double quant, bf16" 0 "^format: +fp4, block 128, no double quant, dense tensors bf16" -- \
+  q quantize "$fx/tiny-llama" "$tmp/q1" --force --type fp4 --block 128 --no-double-quant --dtype bf16
+expect "info on the fp4 output" 0 "^quantization +bitsandbytes 4-bit: fp4, double quant no" "^stored dtype .*BF16" -- q info "$tmp/q1"
+expect "quantize re-saves a 4-bit checkpoint" 0 "nf4, block 64, double quant \(as stored\)" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q2"
+expect "quantize: other format for a 4-bit checkpoint" 1 "already 4-bit" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q3" --type fp4
+expect "quantize: bad --block" 2 "--block expects a power of two from 32 to 4096, got '100'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block 100
+expect "quantize: --block not a number" 2 "--block expects a power of two from 32 to 4096, got 'big'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block big
+expect "quantize: bad --type" 2 "--type expects one of nf4, fp4, got 'int8'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --type int8
+expect "quantize: --type without a value" 2 "--type needs a value" -- q quantize "$fx/tiny-llama" "$tmp/q4" --type
+expect "quantize: contradicting flags" 2 "contradict" -- q quantize "$fx/tiny-llama" "$tmp/q4" --double-quant --no-double-quant
+expect "quantize: no OUT_DIR" 2 "missing OUT_DIR" -- q quantize "$fx/tiny-llama"
+expect "quantize: MODEL_DIR does not exist" 2 "does not exist" -- q quantize "$tmp/nowhere" "$tmp/q4"
+cp -r "$fx/tiny-llama" "$tmp/same"
+expect "quantize: OUT_DIR is MODEL_DIR" 2 "OUT_DIR is MODEL_DIR" -- q quantize "$tmp/same" "$tmp/same/" --force
+check "quantize: nothing written on failure" "$tmp/q4 exists" test ! -e "$tmp/q4"
+expect "quantize a model with a tokenizer" 0 "^copied: +tokenizer.json" -- q quantize "$tmp/tok" "$tmp/tokq"
+check "quantize copies tokenizer.json" "files differ" cmp -s "$tmp/tok/tokenizer.json" "$tmp/tokq/tokenizer.json"
+
+# --- generate ----------------------------------------------------------------------------------
+gen() { "$bin" generate "$@" 2>/dev/null | tr -d '\000'; }
+expect "generate" 0 "tokens in .* tokens/s" -- q generate "$tmp/tok" --prompt "hello world" --max-tokens 12
+a=$(gen "$tmp/tok" --prompt "hello world" --max-tokens 12); b=$(gen "$tmp/tok" --prompt "hello world" --max-tokens 12)
+check "generate writes text to stdout" "empty stdout" test -n "$a"
+check "greedy generation repeats itself" "'$a' vs '$b'" test "$a" = "$b"
+s1=$(gen "$tmp/tok" --prompt "hi" --max-tokens 16 --temperature 1.0 --top-k 40 --top-p 0.95 --seed 5)
+s2=$(gen "$tmp/tok" --prompt "hi" --max-tokens 16 --temperature 1.0 --top-k 40 --top-p 0.95 --seed 5)
+check "sampling with a seed repeats itself" "'$s1' vs '$s2'" test "$s1" = "$s2"
+z=$(gen "$tmp/tok" --prompt "hi" --max-tokens 0)
+check "--max-tokens 0 writes an empty line" "got '$z'" test -z "$z"
+expect "generate 0 tokens reports 0" 0 "^\[0 tokens in" -- q generate "$tmp/tok" --prompt "hi" --max-tokens 0
+expect "generate --quant nf4" 0 "tokens in" -- q generate "$tmp/tok" --prompt "hello" --max-tokens 8 --quant nf4
+expect "generate from the quantized copy" 0 "\[8 tokens in" -- q generate "$tmp/tokq" --prompt "hello" --max-tokens 8
+expect "generate --quant none on a 4-bit model" 1 "stored in 4-bit nf4; --quant none" -- q generate "$tmp/tokq" --prompt "hello" --quant none
+expect "generate with an adapter" 0 "tokens in" -- q generate "$tmp/tok" --adapter "$fx/tiny-llama-lora" --prompt "hello world" --max-tokens 12
+c=$(gen "$tmp/tok" --adapter "$fx/tiny-llama-lora" --prompt "hello world" --max-tokens 12)
+check "the adapter changes the text" "same text '$c' with and without the adapter" test "$a" != "$c"
+mkdir -p "$tmp/noadapter"
+expect "generate: adapter dir without adapter files" 1 "adapter_config.json" -- q generate "$tmp/tok" --adapter "$tmp/noadapter" --prompt "hi"
+expect "generate: adapter dir does not exist" 2 "--adapter DIR '.*nowhere' does not exist" -- q generate "$tmp/tok" --adapter "$tmp/nowhere" --prompt "hi"
+expect "generate: no tokenizer" 1 "no tokenizer.json" -- q generate "$fx/tiny-llama" --prompt "hi"
+expect "generate: empty --prompt" 2 "encodes to no tokens" -- q generate "$tmp/tok" --prompt ""
+expect "generate: no --prompt" 2 "missing --prompt" -- q generate "$tmp/tok"
+expect "generate: no MODEL_DIR" 2 "missing MODEL_DIR" -- q generate --prompt "hi"
+expect "generate: negative temperature" 2 "--temperature expects a number >= 0, got '-1'" -- q generate "$tmp/tok" --prompt "hi" --temperature -1
+expect "generate: --top-p 0" 2 "--top-p expects a number in \(0, 1\], got '0'" -- q generate "$tmp/tok" --prompt "hi" --top-p 0
+expect "generate: --top-p 1.5" 2 "--top-p expects a number in \(0, 1\]" -- q generate "$tmp/tok" --prompt "hi" --top-p 1.5
+expect "generate: --max-tokens x" 2 "--max-tokens expects an integer >= 0, got 'x'" -- q generate "$tmp/tok" --prompt "hi" --max-tokens x
+expect "generate: --seed -1" 2 "--seed expects an integer >= 0" -- q generate "$tmp/tok" --prompt "hi" --seed -1
+expect "generate: bad --quant" 2 "--quant expects one of nf4, fp4, none, got 'int4'" -- q generate "$tmp/tok" --prompt "hi" --quant int4
+expect "generate: unknown option" 2 "unknown option '--tempreature'" -- q generate "$tmp/tok" --prompt "hi" --tempreature 1
+
+# --- bench (arguments only; no measurements here) ----------------------------------------------
+expect "bench: unknown suite" 2 "unknown argument 'nope'" -- q bench nope
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
