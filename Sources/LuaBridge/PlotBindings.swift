@@ -1,6 +1,7 @@
 // q.plot{files, x, y, out, group, title, labels, x_label, y_label, log_y, width, height}: an
 // SVG line chart of JSONL files (trainer logs, sweep results). Each file is a series, or, with
-// `group`, each distinct value of that field is one. Lines without a numeric x or y are skipped.
+// `group`, each distinct value of that field is one. Fields may be dotted paths into nested
+// objects ("metrics.eval_loss"). Lines without a numeric x or y are skipped.
 // The drawing itself is IO/SVGLineChart.swift.
 
 import CLua
@@ -110,8 +111,21 @@ enum PlotBindings {
         return rows
     }
 
+    /// A field of a row: the key itself, else a dotted path into nested objects
+    /// ("metrics.eval_loss", "config.r" in sweep results).
+    static func field(_ row: JSONObject, _ name: String) -> JSONValue? {
+        if let v = row[name] { return v }
+        guard name.contains(".") else { return nil }
+        var current: JSONValue = .object(row)
+        for part in name.split(separator: ".", omittingEmptySubsequences: false) {
+            guard let o = current.objectValue, let next = o[String(part)] else { return nil }
+            current = next
+        }
+        return current
+    }
+
     static func point(_ row: JSONObject, _ x: String, _ y: String) -> (x: Double, y: Double)? {
-        guard let xv = row[x]?.doubleValue, let yv = row[y]?.doubleValue, xv.isFinite, yv.isFinite else { return nil }
+        guard let xv = field(row, x)?.doubleValue, let yv = field(row, y)?.doubleValue, xv.isFinite, yv.isFinite else { return nil }
         return (xv, yv)
     }
 
@@ -120,19 +134,21 @@ enum PlotBindings {
         p.enumerated().sorted { $0.element.x != $1.element.x ? $0.element.x < $1.element.x : $0.offset < $1.offset }.map(\.element)
     }
 
-    /// One series per value of the group field ("r=16"), in numeric order when every value is a
+    /// One series per value of the group field ("r=16", also for group = "config.r"), in numeric order when every value is a
     /// number, else in order of first appearance. Rows without the field are skipped.
     static func grouped(_ rows: [JSONObject], file: String, x: String, y: String, group: String, prefix: String) -> [ChartSeries] {
         var order: [String] = []
         var numeric: [String: Double] = [:]
         var points: [String: [(x: Double, y: Double)]] = [:]
         for r in rows {
-            guard let g = r[group], let key = groupKey(g) else { continue }
+            guard let g = field(r, group), let key = groupKey(g) else { continue }
             if points[key] == nil { order.append(key); points[key] = []; numeric[key] = g.doubleValue }
             if let p = point(r, x, y) { points[key]!.append(p) }
         }
         if order.allSatisfy({ numeric[$0] != nil }) { order.sort { numeric[$0]! < numeric[$1]! } }
-        return order.map { ChartSeries(name: "\(prefix)\(group)=\($0)", points: sortedPoints(points[$0] ?? [])) }
+        // "config.r" is shown as "r=4"
+        let shown = group.split(separator: ".").last.map(String.init) ?? group
+        return order.map { ChartSeries(name: "\(prefix)\(shown)=\($0)", points: sortedPoints(points[$0] ?? [])) }
     }
 
     static func groupKey(_ v: JSONValue) -> String? {

@@ -103,6 +103,25 @@ T.case("group splits a results file into series by a field's value, in numeric o
   assert(table.concat(t.yticks, " "):find("12k", 1, true) or table.concat(t.yticks, " "):find("12.", 1, true), table.concat(t.yticks, " "))
 end)
 
+T.case("dotted fields reach into nested objects, as in sweep results", function()
+  local d = tmpdir()
+  local lines = {}
+  for _, r in ipairs({ 8, 4 }) do
+    for _, lr in ipairs({ 1e-3, 3e-4, 1e-4 }) do
+      lines[#lines + 1] = string.format('{"id": "x", "config": {"r": %d, "lr": %g, "seed": 1}, "status": "ok", ' ..
+        '"metrics": {"eval_loss": %.3f, "steps": 10}, "duration_s": 2.5}', r, lr, 2 - r / 10 + lr * 100)
+    end
+  end
+  lines[#lines + 1] = '{"id": "y", "config": {"r": 16, "lr": 0.001, "seed": 1}, "status": "error", "metrics": {}, "error": "boom"}'
+  write(d .. "/results.jsonl", table.concat(lines, "\n") .. "\n")
+  local _, n = q.plot{ files = d .. "/results.jsonl", x = "config.lr", y = "metrics.eval_loss", group = "config.r",
+    out = d .. "/sweep.svg" }
+  T.eq(n, 2, "the failed point has no eval_loss: its series is empty and not drawn")
+  local c = parse(read(d .. "/sweep.svg"))
+  T.eq(table.concat(c.legend, ","), "r=4,r=8", "legend names the last part of a dotted group")
+  T.eq(c.series[1].points, 3, "points"); T.eq(c.xlabel, "config.lr", "x label")
+end)
+
 T.case("a log still being written: the cut-off last line is skipped", function()
   local d = tmpdir()
   write(d .. "/live.jsonl", '{"step": 1, "loss": 2}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
