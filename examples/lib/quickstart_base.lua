@@ -11,9 +11,10 @@
 -- under a temporary name and renamed into place, so a reader never sees half a base.
 --
 -- Sweeps: a sweep's workers run the script again from the top, so base.ensure runs in each of
--- them too. The parent calls it before q.sweep, so in a worker the marker is always there and
--- ensure only checks it; a worker that finds no valid base raises an error instead of
--- pre-training, so workers never pre-train, let alone several at once.
+-- them too. The script calls it before q.sweep: the parent has built the base (and written its
+-- marker) before it starts any worker, so in a worker ensure only reads the marker and never
+-- pre-trains. (Were the base deleted while a sweep runs, a worker would build it again; the
+-- rename keeps even that consistent: the first complete base to land is the one everyone uses.)
 local q = require "qlora"
 
 local M = {}
@@ -34,6 +35,30 @@ function M.finetune_data(n_train, n_eval)
   local train = q.tasks.examples{ ops = M.new_op, n = n_train, seed = 3 }
   local held_out = q.tasks.examples{ ops = M.new_op, n = n_eval, seed = 4, exclude = train }
   return train, held_out
+end
+
+-- Sorts a sweep's results in place, best first: accuracy descending, then eval loss ascending;
+-- failed points last. In place, the list stays the one q.sweep returned, so q.report still writes
+-- summary.md next to the sweep's results.jsonl.
+function M.sort_best_first(results)
+  table.sort(results, function(a, b)
+    local ma, mb = a.metrics or {}, b.metrics or {}
+    local acc_a, acc_b = ma.accuracy or -1, mb.accuracy or -1
+    if acc_a ~= acc_b then return acc_a > acc_b end
+    return (ma.eval_loss or math.huge) < (mb.eval_loss or math.huge)
+  end)
+  return results
+end
+
+-- Raises an error naming the failed points of a sweep (their log.txt says why), so a run with
+-- failures ends with a non-zero exit status after its table is printed.
+function M.check_all_ok(results, what)
+  local failed = {}
+  for _, r in ipairs(results) do if r.status ~= "ok" then failed[#failed + 1] = r.id end end
+  if #failed > 0 then
+    error(string.format("%s: %d of %d points failed: %s (see points/<id>/log.txt)", what, #failed, #results,
+      table.concat(failed, "; ")))
+  end
 end
 
 local function read(path)
@@ -65,17 +90,13 @@ function M.ensure(o)
     print(label .. "base model: reusing " .. dir .. " (delete it to pre-train again)")
     return { dir = dir, reused = true, seconds = 0 }
   end
-  if os.getenv("QLORA_SWEEP_POINT") then
-    error("quickstart_base: no complete base in " .. dir .. " inside a sweep worker; the sweep's parent " ..
-          "must call ensure before q.sweep (was the base deleted while the sweep ran?)")
-  end
   print(string.format("%spre-training a %d-layer Llama (hidden %d) on %s, %d steps, full precision",
     label, M.model.layers, M.model.hidden, table.concat(M.base_ops, " / "), p.steps))
   local t0 = q.clock()
   local train = q.tasks.examples{ ops = M.base_ops, n = p.examples, seed = 1 }
   local held_out = q.tasks.examples{ ops = M.base_ops, n = o.eval_examples or 200, seed = 2, exclude = train }
-  local building = dir .. ".partial"
-  q.rmtree(building)
+  local scratch = os.tmpname(); os.remove(scratch)
+  local building = dir .. ".partial-" .. scratch:match("[^/]*$")   -- unique, on dir's file system
   q.tasks.save_tokenizer(building)                  -- tokenizer.json: one token per character
   local tok = q.tokenizer(building)
   local spec = {}
@@ -94,7 +115,10 @@ function M.ensure(o)
   model:save(building)                              -- config.json + model.safetensors (f32)
   local f = assert(io.open(building .. "/quickstart.json", "wb")); f:write(want); f:close()
   q.rmtree(dir)
-  assert(os.rename(building, dir))
+  if not os.rename(building, dir) then             -- another process put a base there meanwhile
+    q.rmtree(building)
+    if read(marker) ~= want then error("quickstart_base: could not move the new base into " .. dir) end
+  end
   local seconds = q.clock() - t0
   print(string.format("   saved %s in %.1f s", dir, seconds))
   return { dir = dir, reused = false, seconds = seconds, accuracy = acc }
