@@ -11,12 +11,26 @@
 --    parameters: attention only (q, k, v, o), MLP only (gate, up, down), every linear layer, and
 --    every linear layer of the top half of the layers only. A rank-r adapter on an in x out layer
 --    trains r * (in + out) parameters, so each placement gets the rank that brings the sum over
---    its layers closest to the budget (that of r = 8 on every linear layer); alpha = 2r keeps the
+--    its layers closest to the budget (that of r = 16 on every linear layer); alpha = 2r keeps the
 --    scaling alpha / r the same everywhere. The quickstart's base has 2 layers, so "top half" is
---    its last layer alone: a base with more layers would take minutes more to pre-train, and one
---    layer out of two already asks the question (do the adapters need every layer?).
+--    its last layer alone: a base with 4 layers would double the pre-training (about 50 s here),
+--    and one layer out of two already asks the question (do the adapters need every layer?).
 --    Results go to OUT_DIR (default runs/custom_placement): results.jsonl, summary.md, each
 --    point's metrics.jsonl; run again, the sweep resumes.
+--
+-- Example results (400 steps at learning rate 3e-3, alpha = 2r; the numbers repeat exactly):
+--
+--   placement    r  modules  trainable  accuracy  eval_loss
+--   attention   34        8      34816     0.995     0.0036
+--   all_linear  16       14      34816     0.555      0.250
+--   mlp         30        6      34560     0.060      0.641
+--   top_half    32        7      34816     0.050      0.633
+--
+-- At one budget, on this task, placement decides: spent on attention alone the adapters learn
+-- `shift` almost perfectly, spread over every linear layer they get half way, and on the MLP alone
+-- or on the last layer alone they barely leave the loss plateau where every run starts. The whole
+-- run takes about 17 s on two busy cores with the base already there (4 points, 2 at a time, 6-9 s
+-- each), plus about 50 s when the base must be pre-trained.
 --
 -- With QLORA_QUICK=1 (what scripts/test sets) the sweep runs 2 placements for 4 steps in a
 -- directory of its own, removed at the end.
@@ -71,8 +85,9 @@ end
 base.ensure{ dir = base_dir, quick = quick }
 local train, held_out = base.finetune_data(S.train_examples, S.eval_examples)
 
-local function layer_count(dir) return q.load_model(dir):config().num_hidden_layers end
-local base_layers = layer_count(base_dir)
+-- The base's linear layers, read once (in full precision: only their shapes are needed here).
+local probe = q.load_model(base_dir)
+local base_layers, modules = probe:config().num_hidden_layers, probe:modules()
 -- placement name -> predicate over model:modules() entries ({name, layer, in_features, ...})
 local placements = {
   attention = function(m) return m.name:match("%.self_attn%.[qkvo]_proj$") ~= nil end,
@@ -82,14 +97,13 @@ local placements = {
 }
 
 -- The rank for a placement: the one whose r * sum(in + out) over its layers is nearest the budget.
-local function plan(modules, placement)
+local function plan(list, placement)
   local per_rank, count = 0, 0
-  for _, m in ipairs(modules) do
+  for _, m in ipairs(list) do
     if placements[placement](m) then per_rank, count = per_rank + m.in_features + m.out_features, count + 1 end
   end
   return per_rank, count
 end
-local modules = q.load_model(base_dir):modules()
 local budget = S.budget_rank * plan(modules, "all_linear")
 local rank = {}
 print(string.format("budget: %d trainable parameters (r = %d on every linear layer)", budget, S.budget_rank))
@@ -104,6 +118,7 @@ local results = q.sweep{ grid = { placement = S.placements }, parallel = S.paral
   local t0 = q.clock()
   local r = rank[cfg.placement]
   local m = q.load_model(base_dir, { quant = { type = "nf4", double_quant = true } })
+  -- the placement's predicate is the targets: add_lora calls it on every linear layer
   local n = m:add_lora{ r = r, alpha = 2 * r, targets = placements[cfg.placement], seed = 1 }
   local trainable = m:trainable_parameters()
   local res = q.trainer{ model = m, train = q.tasks.dataset(train, m), eval = q.tasks.dataset(held_out, m),
