@@ -29,8 +29,8 @@
 -- At one budget, on this task, placement decides: spent on attention alone the adapters learn
 -- `shift` almost perfectly, spread over every linear layer they get half way, and on the MLP alone
 -- or on the last layer alone they barely leave the loss plateau where every run starts. The whole
--- run takes about 17 s on two busy cores with the base already there (4 points, 2 at a time, 6-9 s
--- each), plus about 50 s when the base must be pre-trained.
+-- run takes 7-17 s on two cores shared with other work when the base is already there (4 points, 2
+-- at a time, 2-9 s each), plus 29-51 s when it must be pre-trained.
 --
 -- With QLORA_QUICK=1 (what scripts/test sets) the sweep runs 2 placements for 4 steps in a
 -- directory of its own, removed at the end.

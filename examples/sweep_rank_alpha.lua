@@ -37,9 +37,9 @@
 -- r) beats scale 2 and 8. rsLoRA helps most where it raises a small scale (alpha = r at r >= 16),
 -- but alpha / sqrt(r) grows with r and at r = 32, alpha = 2r its scale of 11.3 overshoots (28%).
 -- Equal scale means equal runs: r = 4 with alpha = 2r and with rsLoRA and alpha = r (both scale 2)
--- match to the last digit. Time for the full sweep on two busy cores: 41 s for the 16 points (2 at
--- a time, 3-10 s each), plus 51 s to pre-train the base when runs/quickstart/base is not there yet
--- (92.5 s in all).
+-- match to the last digit. Time on two cores shared with other work: 27-41 s for the 16 points (2
+-- at a time, 2-10 s each), plus 29-51 s to pre-train the base when runs/quickstart/base is not
+-- there yet.
 --
 -- With QLORA_QUICK=1 (what scripts/test sets) the sweep shrinks to 4 points of 4 steps in a
 -- directory of their own, removed at the end.
