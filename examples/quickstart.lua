@@ -43,9 +43,7 @@ end
 -- The synthetic tasks (docs/lua-api.md, "Synthetic tasks"): every example is the text
 -- "<op>: <word> > <answer>" with words of 3 to 6 letters from "abcdefghij", drawn from a seed.
 -- Held-out sets exclude every (op, word) pair of the training sets.
-local pretrain_examples = (quick and base.quick_pretrain or base.pretrain).examples
-local base_train = q.tasks.examples{ ops = base.base_ops, n = pretrain_examples, seed = 1 }
-local base_eval = q.tasks.examples{ ops = base.base_ops, n = S.eval_examples, seed = 2, exclude = base_train }
+local _, base_eval = base.base_data(quick, S.eval_examples)
 local new_train, new_eval = base.finetune_data(S.finetune.examples, S.eval_examples)
 
 local function percent(x) return string.format("%.0f%%", 100 * x) end

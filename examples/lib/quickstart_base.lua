@@ -29,6 +29,13 @@ M.model = { vocab = #q.tasks.vocab, hidden = 64, layers = 2, heads = 4, intermed
 M.pretrain = { examples = 4000, steps = 1500, batch_size = 32, lr = 3e-3, warmup = 30 }
 M.quick_pretrain = { examples = 64, steps = 4, batch_size = 8, lr = 3e-3, warmup = 30 }   -- QLORA_QUICK
 
+-- The pre-training data (copy / reverse) and n_eval held-out examples of it.
+function M.base_data(quick, n_eval)
+  local train = q.tasks.examples{ ops = M.base_ops, n = (quick and M.quick_pretrain or M.pretrain).examples, seed = 1 }
+  local held_out = q.tasks.examples{ ops = M.base_ops, n = n_eval, seed = 2, exclude = train }
+  return train, held_out
+end
+
 -- The fine-tuning task: n_train examples of the new operation and n_eval held-out ones (no word
 -- of the training set), the same seeds in every example so their numbers compare.
 function M.finetune_data(n_train, n_eval)
@@ -93,8 +100,7 @@ function M.ensure(o)
   print(string.format("%spre-training a %d-layer Llama (hidden %d) on %s, %d steps, full precision",
     label, M.model.layers, M.model.hidden, table.concat(M.base_ops, " / "), p.steps))
   local t0 = q.clock()
-  local train = q.tasks.examples{ ops = M.base_ops, n = p.examples, seed = 1 }
-  local held_out = q.tasks.examples{ ops = M.base_ops, n = o.eval_examples or 200, seed = 2, exclude = train }
+  local train, held_out = M.base_data(o.quick, o.eval_examples or 200)
   local scratch = os.tmpname(); os.remove(scratch)
   local building = dir .. ".partial-" .. scratch:match("[^/]*$")   -- unique, on dir's file system
   q.tasks.save_tokenizer(building)                  -- tokenizer.json: one token per character
