@@ -22,22 +22,20 @@ local function temp_dir() local t = os.tmpname(); os.remove(t); return t .. "-qu
 local out = arg[1] or (quick and temp_dir() or "runs/quickstart")
 local started = q.clock()
 
--- Every setting in one place. The full run must finish in well under three minutes on two cores.
--- A model this small (86k parameters) wants a far larger learning rate than the 2e-4 usual for
--- billions of parameters; with r = 16 the adapters are a large share of it, unlike a real model.
+-- The base model (its shape, pre-training and reuse) lives in examples/lib/quickstart_base.lua,
+-- shared with the experiments built on this task (examples/sweep_rank_alpha.lua,
+-- examples/custom_placement.lua). Every fine-tuning setting is here. The full run must finish in
+-- well under three minutes on two cores. A model this small (86k parameters) wants a far larger
+-- learning rate than the 2e-4 usual for billions of parameters; with r = 16 the adapters are a
+-- large share of it, unlike a real model.
+local base = dofile((arg[0]:match("(.*/)") or "./") .. "lib/quickstart_base.lua")
 local S = {
-  base_ops = { "copy", "reverse" },   -- what the base learns in pre-training
-  new_op = "shift",                   -- what only the LoRA adapter learns
-  model = { vocab = #q.tasks.vocab, hidden = 64, layers = 2, heads = 4, intermediate = 128,
-            max_positions = 64, bos_id = 1, eos_id = 2, seed = 1 },
-  pretrain = { examples = 4000, steps = 1500, batch_size = 32, lr = 3e-3, warmup = 30 },
   finetune = { examples = 2000, steps = 600, batch_size = 16, lr = 3e-3, warmup = 10,
                lora = { r = 16, alpha = 32, targets = "all-linear", seed = 1 } },
   eval_examples = 200,
   required_accuracy = 0.8,
 }
 if quick then
-  S.pretrain.examples, S.pretrain.steps, S.pretrain.batch_size = 64, 4, 8
   S.finetune.examples, S.finetune.steps, S.finetune.batch_size = 64, 4, 8
   S.eval_examples = 8
 end
@@ -45,10 +43,8 @@ end
 -- The synthetic tasks (docs/lua-api.md, "Synthetic tasks"): every example is the text
 -- "<op>: <word> > <answer>" with words of 3 to 6 letters from "abcdefghij", drawn from a seed.
 -- Held-out sets exclude every (op, word) pair of the training sets.
-local base_train = q.tasks.examples{ ops = S.base_ops, n = S.pretrain.examples, seed = 1 }
-local base_eval = q.tasks.examples{ ops = S.base_ops, n = S.eval_examples, seed = 2, exclude = base_train }
-local new_train = q.tasks.examples{ ops = S.new_op, n = S.finetune.examples, seed = 3 }
-local new_eval = q.tasks.examples{ ops = S.new_op, n = S.eval_examples, seed = 4, exclude = new_train }
+local _, base_eval = base.base_data(quick, S.eval_examples)
+local new_train, new_eval = base.finetune_data(S.finetune.examples, S.eval_examples)
 
 local function percent(x) return string.format("%.0f%%", 100 * x) end
 local function show(results, n)
@@ -57,42 +53,14 @@ local function show(results, n)
     print(string.format("    %-20s ->%-9s %s", r.prompt, r.got, r.ok and "ok" or ("(expected" .. r.expected .. ")")))
   end
 end
+local function read(path) local f = io.open(path, "rb"); if not f then return nil end local s = f:read("a"); f:close(); return s end
 
 --------------------------------------------------------------------------------------------
 -- 1. The base model: pre-trained here once, then reused from OUT_DIR/base.
 --------------------------------------------------------------------------------------------
 local base_dir = out .. "/base"
-local marker = base_dir .. "/quickstart.json"    -- written last: its presence means "complete"
-local recipe = string.format('{"model": "%d/%d/%d/%d", "pretrain": "%d/%d/%d/%g", "ops": "%s"}',
-  S.model.hidden, S.model.layers, S.model.heads, S.model.intermediate, S.pretrain.examples,
-  S.pretrain.steps, S.pretrain.batch_size, S.pretrain.lr, table.concat(S.base_ops, ","))
-local function read(path) local f = io.open(path, "rb"); if not f then return nil end local s = f:read("a"); f:close(); return s end
-
-local pretrain_s = 0
-if read(marker) == recipe .. "\n" then
-  print("1. base model: reusing " .. base_dir .. " (delete it to pre-train again)")
-else
-  print(string.format("1. pre-training a %d-layer Llama (hidden %d) on %s, %d steps, full precision",
-    S.model.layers, S.model.hidden, table.concat(S.base_ops, " / "), S.pretrain.steps))
-  local t0 = q.clock()
-  q.rmtree(base_dir)
-  q.tasks.save_tokenizer(base_dir)                 -- tokenizer.json: one token per character
-  local tok = q.tokenizer(base_dir)
-  local spec = {}
-  for k, v in pairs(S.model) do spec[k] = v end
-  spec.trainable = true                             -- every weight trains (not only adapters)
-  local model = q.llama(spec)
-  q.trainer{ model = model, train = q.tasks.dataset(base_train, tok), steps = S.pretrain.steps,
-    batch_size = S.pretrain.batch_size, optimizer = { "adamw", lr = S.pretrain.lr, weight_decay = 0 },
-    schedule = { "cosine", warmup = S.pretrain.warmup }, log = out .. "/pretrain/metrics.jsonl", seed = 1 }:run()
-  local acc, results = q.tasks.accuracy(model, base_eval, { tokenizer = tok })
-  print(string.format("   base accuracy on held-out %s: %s", table.concat(S.base_ops, " / "), percent(acc)))
-  show(results, 2)
-  model:save(base_dir)                              -- config.json + model.safetensors (f32)
-  local f = assert(io.open(marker, "wb")); f:write(recipe, "\n"); f:close()
-  pretrain_s = q.clock() - t0
-  print(string.format("   saved %s in %.1f s", base_dir, pretrain_s))
-end
+local pretrain_s = base.ensure{ dir = base_dir, quick = quick, log = out .. "/pretrain/metrics.jsonl",
+  label = "1. ", eval_examples = S.eval_examples }.seconds
 
 --------------------------------------------------------------------------------------------
 -- 2. QLoRA: the base in 4-bit NF4 (double quantization), LoRA adapters on every linear layer.
@@ -100,7 +68,7 @@ end
 local t1 = q.clock()
 local model = q.load_model(base_dir, { quant = { type = "nf4", double_quant = true } })
 local before, before_results = q.tasks.accuracy(model, new_eval)
-print(string.format("2. 4-bit base: accuracy on held-out '%s' before fine-tuning: %s", S.new_op, percent(before)))
+print(string.format("2. 4-bit base: accuracy on held-out '%s' before fine-tuning: %s", base.new_op, percent(before)))
 show(before_results, 2)
 
 model:add_lora(S.finetune.lora)
@@ -119,14 +87,14 @@ local finetune_s = q.clock() - t1
 --------------------------------------------------------------------------------------------
 local after, after_results = q.tasks.accuracy(model, new_eval)
 print(string.format("3. accuracy on held-out '%s': %s before, %s after (%d examples; eval loss %.3f)",
-  S.new_op, percent(before), percent(after), #new_eval, result.eval_loss))
+  base.new_op, percent(before), percent(after), #new_eval, result.eval_loss))
 show(after_results, 4)
 -- The adapter is separate from the base: switched off, the base's own skills are back.
 model:disable_adapters()
 local base_acc = q.tasks.accuracy(model, base_eval)
 model:enable_adapters()
 print(string.format("   with the adapter disabled, the 4-bit base still does %s: %s",
-  table.concat(S.base_ops, " / "), percent(base_acc)))
+  table.concat(base.base_ops, " / "), percent(base_acc)))
 
 model:save_adapter(out .. "/adapter")             -- PEFT layout (adapter_config.json + safetensors)
 local logs = { out .. "/finetune/metrics.jsonl" }
