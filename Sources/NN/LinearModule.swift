@@ -55,7 +55,7 @@ public final class LinearModule {
     public func baseForward(_ x: Tensor) throws -> Tensor {
         switch base {
         case .dense(let w, let b):
-            var y = try x.matmul(w.transpose(0, 1))
+            var y = try x.linear(w)
             if let b = b { y = try y.binary(.add, b) }
             return y
         case .quantized(let q):

@@ -30,6 +30,41 @@ extension Tensor {
         return result
     }
 
+    /// x [..., k] W^T for a weight W [n, k] stored as a Linear layer keeps it: one sgemm that reads
+    /// W transposed in place, where matmul(W.transpose) would copy W (and keep the copy for
+    /// backward). Backward: dx = dy W, dW = dy^T x (summed over every leading dim of x).
+    public func linear(_ w: Tensor) throws -> Tensor {
+        let fn = "qlora.linear"
+        if !dtype.isFloat || !w.dtype.isFloat {
+            throw TensorError("\(fn): expected floating tensors, got \(dtype.name) and \(w.dtype.name)")
+        }
+        guard ndim >= 1, w.ndim == 2, let k = shape.last, w.shape[1] == k else {
+            throw TensorError("\(fn): input \(Shape.describe(shape)) does not fit weight \(Shape.describe(w.shape)) (expected [..., in] and [out, in])")
+        }
+        let n = w.shape[0], m = count / max(k, 1)
+        let xf = try asF32(), wf = try w.asF32()
+        let out = try Tensor(shape: Array(shape.dropLast()) + [n], dtype: .f32, zeroed: false)
+        try Tensor.gemm(false, true, xf, wf, out, 1, m, n, k)
+        let type = DType.promote(dtype, w.dtype)
+        let result = type == .f32 ? out : try out.converted(to: type)
+        let x = self
+        return result.recorded("linear", [x, w]) { g in
+            let gf = try g.asF32()
+            var gx: Tensor? = nil, gw: Tensor? = nil
+            if x.tracksGrad {
+                let t = try Tensor(shape: x.shape, dtype: .f32, zeroed: false)
+                try Tensor.gemm(false, false, gf, wf, t, 1, m, k, n)      // dy [m,n] W [n,k]
+                gx = t
+            }
+            if w.tracksGrad {
+                let t = try Tensor(shape: [n, k], dtype: .f32, zeroed: false)
+                try Tensor.gemm(true, false, gf, xf, t, 1, n, k, m)       // dy^T [n,m] x [m,k]
+                gw = t
+            }
+            return [gx, gw]
+        }
+    }
+
     /// Both at least 2-D; batch dims broadcast.
     private static func matmulND(_ a: Tensor, _ b: Tensor) throws -> Tensor {
         let m = a.shape[a.ndim - 2], k = a.shape[a.ndim - 1], n = b.shape[b.ndim - 1]
