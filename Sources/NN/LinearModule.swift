@@ -64,6 +64,7 @@ public final class LinearModule {
     }
 
     public func forward(_ x: Tensor, training: Bool) throws -> Tensor {
+        if let fused = try fusedQuantLoRA(x, training: training) { return fused }
         let base = try baseForward(x)
         if !adaptersEnabled { return base }
         var y = base
@@ -76,6 +77,21 @@ public final class LinearModule {
             }
         }
         return y
+    }
+}
+
+extension LinearModule {
+    /// A 4-bit base with only plain LoRA adapters active (no DoRA, no dropout in this pass) runs
+    /// as one node (QuantLoRAOp); nil when that does not apply or fused ops are off.
+    func fusedQuantLoRA(_ x: Tensor, training: Bool) throws -> Tensor? {
+        guard Functional.fused, adaptersEnabled, case .quantized(let q) = base else { return nil }
+        let active = adapters.filter { !$0.adapter.merged && (activeAdapters?.contains($0.name) ?? true) }
+        if active.isEmpty || active.contains(where: { $0.adapter.isDoRA || (training && $0.adapter.dropout > 0) }) {
+            return nil
+        }
+        return try QuantLoRAOp.forward(q, x, active.map {
+            QuantLoRAOp.Adapter(a: $0.adapter.a, b: $0.adapter.b, scaling: $0.adapter.scaling)
+        })
     }
 }
 

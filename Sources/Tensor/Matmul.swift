@@ -95,20 +95,20 @@ extension Tensor {
     }
 
     /// c[i] = op(a[i]) x op(b[i]) for nb batches, c [m, n]; op transposes a stored matrix. All
-    /// three are f32 and contiguous (callers check).
+    /// three are f32 and contiguous (callers check). With alpha and beta: c = alpha op(a) op(b) + beta c.
     public static func gemm(_ ta: Bool, _ tb: Bool, _ a: Tensor, _ b: Tensor, _ c: Tensor,
-                     _ nb: Int, _ m: Int, _ n: Int, _ k: Int) throws {
+                     _ nb: Int, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1, beta: Float = 0) throws {
         if m == 0 || n == 0 { return }
-        if k == 0 { c.f32.update(repeating: 0, count: c.count); return }
+        if k == 0 { if beta == 0 { c.f32.update(repeating: 0, count: c.count) }; return }
         if m > Int(Int32.max) || n > Int(Int32.max) || k > Int(Int32.max) {
             throw TensorError("qlora.matmul: dims too large for BLAS")
         }
         let lda = ta ? m : k, ldb = tb ? k : n
         for i in 0..<nb {
             cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                        Int32(m), Int32(n), Int32(k), 1,
+                        Int32(m), Int32(n), Int32(k), alpha,
                         a.f32 + i * m * k, Int32(lda), b.f32 + i * k * n, Int32(ldb),
-                        0, c.f32 + i * m * n, Int32(n))
+                        beta, c.f32 + i * m * n, Int32(n))
         }
     }
 }
