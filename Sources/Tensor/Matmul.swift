@@ -2,6 +2,7 @@
 // [M,K] x [K,N], batched [...,M,K] x [...,K,N] with broadcast batch dims, and 1-D operands as in
 // NumPy. Backward: dA = dC B^T, dB = A^T dC, summed over broadcast batch dims.
 
+import CKernels
 import COpenBLAS
 
 extension Tensor {
@@ -105,10 +106,9 @@ extension Tensor {
         }
         let lda = ta ? m : k, ldb = tb ? k : n
         for i in 0..<nb {
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                        Int32(m), Int32(n), Int32(k), alpha,
-                        a.f32 + i * m * k, Int32(lda), b.f32 + i * k * n, Int32(ldb),
-                        beta, c.f32 + i * m * n, Int32(n))
+            ql_sgemm(ta ? 1 : 0, tb ? 1 : 0, Int64(m), Int64(n), Int64(k), alpha,
+                     a.f32 + i * m * k, Int64(lda), b.f32 + i * k * n, Int64(ldb),
+                     beta, c.f32 + i * m * n, Int64(n))
         }
     }
 }
