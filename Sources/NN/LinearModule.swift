@@ -81,17 +81,19 @@ public final class LinearModule {
 }
 
 extension LinearModule {
-    /// A 4-bit base with only plain LoRA adapters active (no DoRA, no dropout in this pass) runs
-    /// as one node (QuantLoRAOp); nil when that does not apply or fused ops are off.
+    /// A 4-bit base with only plain LoRA adapters active (no DoRA) runs as one node
+    /// (QuantLoRAOp); nil when that does not apply or fused ops are off.
     func fusedQuantLoRA(_ x: Tensor, training: Bool) throws -> Tensor? {
         guard Functional.fused, adaptersEnabled, case .quantized(let q) = base else { return nil }
         let active = adapters.filter { !$0.adapter.merged && (activeAdapters?.contains($0.name) ?? true) }
-        if active.isEmpty || active.contains(where: { $0.adapter.isDoRA || (training && $0.adapter.dropout > 0) }) {
-            return nil
+        if active.isEmpty || active.contains(where: { $0.adapter.isDoRA }) { return nil }
+        // each adapter's dropout drawn in adapter order, as the composed layer draws them
+        let fused = try active.map { entry -> QuantLoRAOp.Adapter in
+            let a = entry.adapter
+            let input = training && a.dropout > 0 ? try a.dropped(x, training: training) : nil
+            return QuantLoRAOp.Adapter(a: a.a, b: a.b, scaling: a.scaling, input: input)
         }
-        return try QuantLoRAOp.forward(q, x, active.map {
-            QuantLoRAOp.Adapter(a: $0.adapter.a, b: $0.adapter.b, scaling: $0.adapter.scaling)
-        })
+        return try QuantLoRAOp.forward(q, x, fused)
     }
 }
 
