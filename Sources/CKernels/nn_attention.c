@@ -1,9 +1,11 @@
 // Causal grouped-query attention, forward and backward side by side (qlora_nn.h). Per (batch,
-// head), serially: the [T, S] score tile by cblas_sgemm, the masked row softmax (threaded over
-// fixed row groups, scalar or AVX2 exp chosen at call time; logsumexp saved per row), then the
-// products with V. The backward recomputes the probabilities from the saved logsumexp and
-// accumulates dk, dv over the query heads that share a kv head in head order (beta = 1), so
-// results never depend on the thread count. OpenBLAS is never called from inside a task.
+// head) as one pool task (heads run in parallel), and per block of query rows: the block's score
+// tile against the keys it may see by single-threaded cblas_sgemm, the masked row softmax (scalar
+// or AVX2 exp chosen at call time; logsumexp saved per row), then the products with V. The
+// backward recomputes the probabilities from the saved logsumexp; one task per kv head
+// accumulates dk, dv over the query heads that share it in head order (beta = 1), so results
+// never depend on the thread count. OpenBLAS is called from inside these tasks only, with its own
+// thread count set to 1 for the duration (so it runs on the calling thread).
 #include "kernels_internal.h"
 #include "qlora_nn.h"
 
@@ -22,11 +24,17 @@
 void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);
 
-static void gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, const float *b,
-                 float beta, float *c) {
+// C [m, n] (row stride ldc) = alpha op(A) op(B) + beta C; lda, ldb the stored row strides.
+static void gemm_ld(int ta, int tb, int m, int n, int k, float alpha, const float *a, int64_t lda,
+                    const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     cblas_sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, m, n, k,
-                alpha, a, ta ? m : k, b, tb ? k : n, beta, c, n);
+                alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
+
+// Query rows are taken AT_QBLOCK at a time: block [i0, i1) sees only keys [0, s - t + i1) under
+// the causal mask, so the products skip the masked upper triangle (about 5/8 of the full
+// [t, s] work at t = s = 256) instead of computing scores that softmax then zeroes.
+#define AT_QBLOCK 64
 
 // ---- rows -------------------------------------------------------------------------------------
 // Forward row of len allowed scores (the rest of the row, up to s, is masked): p = softmax,
@@ -108,14 +116,15 @@ typedef struct {
     float *lse;        // forward: out
     const float *lsei; // backward: in
     const float *delta;
+    int64_t r0, r1;    // the rows of this call: [r0, r1)
 } at_rows;
 
 static inline int64_t allowed(const at_rows *j, int64_t i) { return j->s - j->t + i + 1; }
 
 static void sm_task(void *ctx, int64_t task) {
     const at_rows *j = ctx;
-    int64_t i1 = (task + 1) * AT_ROWS < j->t ? (task + 1) * AT_ROWS : j->t;
-    for (int64_t i = task * AT_ROWS; i < i1; i++) {
+    int64_t i0 = j->r0 + task * AT_ROWS, i1 = i0 + AT_ROWS < j->r1 ? i0 + AT_ROWS : j->r1;
+    for (int64_t i = i0; i < i1; i++) {
         float *p = j->p + i * j->s;
 #if QL_X86
         if (j->vec) { j->lse[i] = sm_row_v(p, allowed(j, i), j->s); continue; }
@@ -126,8 +135,8 @@ static void sm_task(void *ctx, int64_t task) {
 
 static void bw_task(void *ctx, int64_t task) {
     const at_rows *j = ctx;
-    int64_t i1 = (task + 1) * AT_ROWS < j->t ? (task + 1) * AT_ROWS : j->t;
-    for (int64_t i = task * AT_ROWS; i < i1; i++) {
+    int64_t i0 = j->r0 + task * AT_ROWS, i1 = i0 + AT_ROWS < j->r1 ? i0 + AT_ROWS : j->r1;
+    for (int64_t i = i0; i < i1; i++) {
         float *p = j->p + i * j->s, *dp = j->dp + i * j->s;
 #if QL_X86
         if (j->vec) { bw_row_v(p, dp, j->lsei[i], j->delta[i], allowed(j, i), j->s); continue; }
@@ -139,52 +148,100 @@ static void bw_task(void *ctx, int64_t task) {
 static int use_vec(void) { return QL_X86 && ql_isa_current() >= QL_ISA_AVX2; }
 
 // ---- drivers ----------------------------------------------------------------------------------
+// OpenBLAS's own thread count, lowered to 1 while the head tasks run: each head's products are
+// small (t x s x d), so two heads at once on two threads beat one head's product split in two.
+void openblas_set_num_threads(int n);
+int openblas_get_num_threads(void);
+
+typedef struct {
+    int vec;
+    const float *q, *k, *v, *out, *dout;
+    float *o, *lse, *dq, *dk, *dv;
+    const float *lsei;
+    int64_t h, kv, t, s, d;
+    float scale;
+    int failed;
+} at_job;
+
+// Forward for one (batch, head): task = bi * h + hi.
+static void fwd_head(void *ctx, int64_t task) {
+    at_job *J = ctx;
+    int64_t t = J->t, s = J->s, d = J->d, rep = J->h / J->kv;
+    int64_t bi = task / J->h, hi = task % J->h, g = bi * J->kv + hi / rep, bh = task;
+    float *p = malloc((size_t)(t * s) * sizeof(float));
+    if (!p) { J->failed = 1; return; }
+    const float *qh = J->q + bh * t * d, *kh = J->k + g * s * d, *vh = J->v + g * s * d;
+    for (int64_t i0 = 0; i0 < t; i0 += AT_QBLOCK) {
+        int64_t i1 = i0 + AT_QBLOCK < t ? i0 + AT_QBLOCK : t, rows = i1 - i0, keys = s - t + i1;
+        float *pb = p + i0 * s;
+        gemm_ld(0, 1, (int)rows, (int)keys, (int)d, J->scale, qh + i0 * d, d, kh, d, 0.0f, pb, s);
+        at_rows j = {.vec = J->vec, .t = t, .s = s, .p = p, .lse = J->lse + bh * t, .r0 = i0, .r1 = i1};
+        for (int64_t r = 0; r < (rows + AT_ROWS - 1) / AT_ROWS; r++) sm_task(&j, r);
+        gemm_ld(0, 0, (int)rows, (int)d, (int)keys, 1.0f, pb, s, vh, d, 0.0f, J->o + (bh * t + i0) * d, d);
+    }
+    free(p);
+}
+
+// Backward for one (batch, kv head) and every query head sharing it, in head order, so dk and
+// dv have one writer and one summation order: task = bi * kv + gi.
+static void bwd_group(void *ctx, int64_t task) {
+    at_job *J = ctx;
+    int64_t t = J->t, s = J->s, d = J->d, rep = J->h / J->kv;
+    int64_t bi = task / J->kv, g = task;
+    float *p = malloc((size_t)(2 * t * s + t) * sizeof(float));
+    if (!p) { J->failed = 1; return; }
+    float *dp = p + t * s, *delta = dp + t * s;
+    const float *kh = J->k + g * s * d, *vh = J->v + g * s * d;
+    if (J->dk) memset(J->dk + g * s * d, 0, (size_t)(s * d) * sizeof(float));
+    if (J->dv) memset(J->dv + g * s * d, 0, (size_t)(s * d) * sizeof(float));
+    for (int64_t hi = (task % J->kv) * rep; hi < (task % J->kv + 1) * rep; hi++) {
+        int64_t bh = bi * J->h + hi;
+        const float *qh = J->q + bh * t * d, *oh = J->out + bh * t * d, *doh = J->dout + bh * t * d;
+        for (int64_t i = 0; i < t; i++) {
+            double acc = 0.0;
+            for (int64_t c = 0; c < d; c++) acc += (double)oh[i * d + c] * (double)doh[i * d + c];
+            delta[i] = (float)acc;
+        }
+        for (int64_t i0 = 0; i0 < t; i0 += AT_QBLOCK) {
+            int64_t i1 = i0 + AT_QBLOCK < t ? i0 + AT_QBLOCK : t, rows = i1 - i0, keys = s - t + i1;
+            float *pb = p + i0 * s, *dpb = dp + i0 * s;
+            gemm_ld(0, 1, (int)rows, (int)keys, (int)d, J->scale, qh + i0 * d, d, kh, d, 0.0f, pb, s);   // scores
+            gemm_ld(0, 1, (int)rows, (int)keys, (int)d, 1.0f, doh + i0 * d, d, vh, d, 0.0f, dpb, s);      // dP = dO V^T
+            at_rows j = {.vec = J->vec, .t = t, .s = s, .p = p, .dp = dp, .lsei = J->lsei + bh * t,
+                         .delta = delta, .r0 = i0, .r1 = i1};
+            for (int64_t r = 0; r < (rows + AT_ROWS - 1) / AT_ROWS; r++) bw_task(&j, r);          // P, dS
+            if (J->dq) gemm_ld(0, 0, (int)rows, (int)d, (int)keys, J->scale, dpb, s, kh, d, 0.0f, J->dq + (bh * t + i0) * d, d);
+            if (J->dk) gemm_ld(1, 0, (int)keys, (int)d, (int)rows, J->scale, dpb, s, qh + i0 * d, d, 1.0f, J->dk + g * s * d, d);
+            if (J->dv) gemm_ld(1, 0, (int)keys, (int)d, (int)rows, 1.0f, pb, s, doh + i0 * d, d, 1.0f, J->dv + g * s * d, d);
+        }
+    }
+    free(p);
+}
+
+// Runs the tasks on the pool with OpenBLAS single-threaded inside them (restored after).
+static void run_heads(int64_t ntasks, ql_task_fn fn, at_job *J) {
+    int blas = openblas_get_num_threads();
+    if (blas > 1) openblas_set_num_threads(1);
+    ql_parallel_for(ntasks, fn, J);
+    if (blas > 1) openblas_set_num_threads(blas);
+    if (J->failed) abort();
+}
+
 static void at_fwd(int vec, const float *q, const float *k, const float *v, float *out, float *lse,
                    int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d, float scale) {
     if (b <= 0 || h <= 0 || t <= 0 || d <= 0) return;
-    float *p = malloc((size_t)(t * s) * sizeof(float));
-    if (!p) abort();
-    int64_t rep = h / kv, ntask = (t + AT_ROWS - 1) / AT_ROWS;
-    for (int64_t bi = 0; bi < b; bi++)
-        for (int64_t hi = 0; hi < h; hi++) {
-            int64_t g = bi * kv + hi / rep, bh = bi * h + hi;
-            const float *qh = q + bh * t * d, *kh = k + g * s * d, *vh = v + g * s * d;
-            gemm(0, 1, (int)t, (int)s, (int)d, scale, qh, kh, 0.0f, p);
-            at_rows j = {.vec = vec, .t = t, .s = s, .p = p, .lse = lse + bh * t};
-            ql_parallel_for(ntask, sm_task, &j);
-            gemm(0, 0, (int)t, (int)d, (int)s, 1.0f, p, vh, 0.0f, out + bh * t * d);
-        }
-    free(p);
+    at_job J = {.vec = vec, .q = q, .k = k, .v = v, .o = out, .lse = lse, .h = h, .kv = kv, .t = t,
+                .s = s, .d = d, .scale = scale};
+    run_heads(b * h, fwd_head, &J);
 }
 
 static void at_bwd(int vec, const float *q, const float *k, const float *v, const float *out,
                    const float *lse, const float *dout, float *dq, float *dk, float *dv, int64_t b,
                    int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d, float scale) {
     if (b <= 0 || h <= 0 || t <= 0 || d <= 0) return;
-    float *p = malloc((size_t)(2 * t * s + t) * sizeof(float));
-    if (!p) abort();
-    float *dp = p + t * s, *delta = dp + t * s;
-    int64_t rep = h / kv, ntask = (t + AT_ROWS - 1) / AT_ROWS;
-    for (int64_t bi = 0; bi < b; bi++)
-        for (int64_t hi = 0; hi < h; hi++) {
-            int64_t g = bi * kv + hi / rep, bh = bi * h + hi;
-            float beta = hi % rep == 0 ? 0.0f : 1.0f;
-            const float *qh = q + bh * t * d, *kh = k + g * s * d, *vh = v + g * s * d;
-            const float *oh = out + bh * t * d, *doh = dout + bh * t * d;
-            for (int64_t i = 0; i < t; i++) {
-                double acc = 0.0;
-                for (int64_t c = 0; c < d; c++) acc += (double)oh[i * d + c] * (double)doh[i * d + c];
-                delta[i] = (float)acc;
-            }
-            gemm(0, 1, (int)t, (int)s, (int)d, scale, qh, kh, 0.0f, p);      // scores
-            gemm(0, 1, (int)t, (int)s, (int)d, 1.0f, doh, vh, 0.0f, dp);     // dP = dO V^T
-            at_rows j = {.vec = vec, .t = t, .s = s, .p = p, .dp = dp, .lsei = lse + bh * t, .delta = delta};
-            ql_parallel_for(ntask, bw_task, &j);                               // P, dS
-            if (dq) gemm(0, 0, (int)t, (int)d, (int)s, scale, dp, kh, 0.0f, dq + bh * t * d);
-            if (dk) gemm(1, 0, (int)s, (int)d, (int)t, scale, dp, qh, beta, dk + g * s * d);
-            if (dv) gemm(1, 0, (int)s, (int)d, (int)t, 1.0f, p, doh, beta, dv + g * s * d);
-        }
-    free(p);
+    at_job J = {.vec = vec, .q = q, .k = k, .v = v, .out = out, .dout = dout, .lsei = lse, .dq = dq,
+                .dk = dk, .dv = dv, .h = h, .kv = kv, .t = t, .s = s, .d = d, .scale = scale};
+    run_heads(b * kv, bwd_group, &J);
 }
 
 void ql_attention_f32(const float *q, const float *k, const float *v, float *out, float *lse,

@@ -55,7 +55,7 @@ public final class LinearModule {
     public func baseForward(_ x: Tensor) throws -> Tensor {
         switch base {
         case .dense(let w, let b):
-            var y = try x.matmul(w.transpose(0, 1))
+            var y = try x.linear(w)
             if let b = b { y = try y.binary(.add, b) }
             return y
         case .quantized(let q):
@@ -64,6 +64,7 @@ public final class LinearModule {
     }
 
     public func forward(_ x: Tensor, training: Bool) throws -> Tensor {
+        if let fused = try fusedQuantLoRA(x, training: training) { return fused }
         let base = try baseForward(x)
         if !adaptersEnabled { return base }
         var y = base
@@ -76,6 +77,23 @@ public final class LinearModule {
             }
         }
         return y
+    }
+}
+
+extension LinearModule {
+    /// A 4-bit base with only plain LoRA adapters active (no DoRA) runs as one node
+    /// (QuantLoRAOp); nil when that does not apply or fused ops are off.
+    func fusedQuantLoRA(_ x: Tensor, training: Bool) throws -> Tensor? {
+        guard Functional.fused, adaptersEnabled, case .quantized(let q) = base else { return nil }
+        let active = adapters.filter { !$0.adapter.merged && (activeAdapters?.contains($0.name) ?? true) }
+        if active.isEmpty || active.contains(where: { $0.adapter.isDoRA }) { return nil }
+        // each adapter's dropout drawn in adapter order, as the composed layer draws them
+        let fused = try active.map { entry -> QuantLoRAOp.Adapter in
+            let a = entry.adapter
+            let input = training && a.dropout > 0 ? try a.dropped(x, training: training) : nil
+            return QuantLoRAOp.Adapter(a: a.a, b: a.b, scaling: a.scaling, input: input)
+        }
+        return try QuantLoRAOp.forward(q, x, fused)
     }
 }
 

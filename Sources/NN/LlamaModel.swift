@@ -93,7 +93,7 @@ public final class LlamaModel {
         cache?.length = start + t
         h = try Functional.rmsNorm(h, norm, eps: c.rmsNormEps)
         if let head = lmHead { return try head.forward(h, training: training) }
-        return try h.matmul(embedding.to(.f32).transpose(0, 1))
+        return try h.linear(embedding)
     }
 
     /// One decoder layer: h + attn(norm1(h)), then + mlp(norm2(.)); h [B, T, hidden].

@@ -35,6 +35,31 @@ public final class QuantLinear {
         self.compute = compute
     }
 
+    /// out [m, out] = xf [m, in] W^T (+ bias) with no graph; xf and out f32 and contiguous.
+    public func product(_ xf: Tensor, rows m: Int, into out: Tensor) throws {
+        let b = try bias?.asF32()
+        let compute = self.compute
+        try weight.withWeight { w in
+            if compute == .bf16 {
+                ql_matmul4_bf16(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32)
+            } else {
+                ql_matmul4_f32(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32)
+            }
+        }
+    }
+
+    /// dx [m, in] = dy [m, out] W with no graph; both f32 and contiguous.
+    public func inputGradient(_ dy: Tensor, rows m: Int, into dx: Tensor, compute: ComputeType? = nil) throws {
+        let compute = compute ?? self.compute
+        try weight.withWeight { w in
+            if compute == .bf16 {
+                ql_matmul4_backward_bf16(w, dy.f32, Int64(m), dx.f32)
+            } else {
+                ql_matmul4_backward_f32(w, dy.f32, Int64(m), dx.f32)
+            }
+        }
+    }
+
     /// x [..., in] -> [..., out], differentiable with respect to x (and the bias).
     public func forward(_ x: Tensor) throws -> Tensor {
         guard let k = x.shape.last, x.ndim >= 1 else {
@@ -48,32 +73,18 @@ public final class QuantLinear {
         let n = outFeatures
         let xf = try x.asF32()
         let out = try Tensor(shape: Array(x.shape.dropLast()) + [n], dtype: .f32, zeroed: false)
-        let b = try bias?.asF32()
-        let compute = self.compute
-        try weight.withWeight { w in
-            if compute == .bf16 {
-                ql_matmul4_bf16(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32)
-            } else {
-                ql_matmul4_f32(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32)
-            }
-        }
+        try product(xf, rows: m, into: out)
         let bias = self.bias
         var inputs = [x]
         if let bias = bias { inputs.append(bias) }
-        let weight = self.weight
         let inputShape = x.shape
+        let compute = self.compute
         return out.recorded("quant_linear", inputs) { g in
             let gf = try g.asF32()
             var grads: [Tensor?] = []
             if x.tracksGrad {
                 let dx = try Tensor(shape: inputShape, dtype: .f32, zeroed: false)
-                try weight.withWeight { w in
-                    if compute == .bf16 {
-                        ql_matmul4_backward_bf16(w, gf.f32, Int64(m), dx.f32)
-                    } else {
-                        ql_matmul4_backward_f32(w, gf.f32, Int64(m), dx.f32)
-                    }
-                }
+                try self.inputGradient(gf, rows: m, into: dx, compute: compute)
                 grads.append(dx)
             } else { grads.append(nil) }
             if let bias = bias {

@@ -2,6 +2,7 @@
 // [M,K] x [K,N], batched [...,M,K] x [...,K,N] with broadcast batch dims, and 1-D operands as in
 // NumPy. Backward: dA = dC B^T, dB = A^T dC, summed over broadcast batch dims.
 
+import CKernels
 import COpenBLAS
 
 extension Tensor {
@@ -28,6 +29,41 @@ extension Tensor {
             result = try result.reshape(s)
         }
         return result
+    }
+
+    /// x [..., k] W^T for a weight W [n, k] stored as a Linear layer keeps it: one sgemm that reads
+    /// W transposed in place, where matmul(W.transpose) would copy W (and keep the copy for
+    /// backward). Backward: dx = dy W, dW = dy^T x (summed over every leading dim of x).
+    public func linear(_ w: Tensor) throws -> Tensor {
+        let fn = "qlora.linear"
+        if !dtype.isFloat || !w.dtype.isFloat {
+            throw TensorError("\(fn): expected floating tensors, got \(dtype.name) and \(w.dtype.name)")
+        }
+        guard ndim >= 1, w.ndim == 2, let k = shape.last, w.shape[1] == k else {
+            throw TensorError("\(fn): input \(Shape.describe(shape)) does not fit weight \(Shape.describe(w.shape)) (expected [..., in] and [out, in])")
+        }
+        let n = w.shape[0], m = count / max(k, 1)
+        let xf = try asF32(), wf = try w.asF32()
+        let out = try Tensor(shape: Array(shape.dropLast()) + [n], dtype: .f32, zeroed: false)
+        try Tensor.gemm(false, true, xf, wf, out, 1, m, n, k)
+        let type = DType.promote(dtype, w.dtype)
+        let result = type == .f32 ? out : try out.converted(to: type)
+        let x = self
+        return result.recorded("linear", [x, w]) { g in
+            let gf = try g.asF32()
+            var gx: Tensor? = nil, gw: Tensor? = nil
+            if x.tracksGrad {
+                let t = try Tensor(shape: x.shape, dtype: .f32, zeroed: false)
+                try Tensor.gemm(false, false, gf, wf, t, 1, m, k, n)      // dy [m,n] W [n,k]
+                gx = t
+            }
+            if w.tracksGrad {
+                let t = try Tensor(shape: [n, k], dtype: .f32, zeroed: false)
+                try Tensor.gemm(true, false, gf, xf, t, 1, n, k, m)       // dy^T [n,m] x [m,k]
+                gw = t
+            }
+            return [gx, gw]
+        }
     }
 
     /// Both at least 2-D; batch dims broadcast.
@@ -60,20 +96,19 @@ extension Tensor {
     }
 
     /// c[i] = op(a[i]) x op(b[i]) for nb batches, c [m, n]; op transposes a stored matrix. All
-    /// three are f32 and contiguous (callers check).
+    /// three are f32 and contiguous (callers check). With alpha and beta: c = alpha op(a) op(b) + beta c.
     public static func gemm(_ ta: Bool, _ tb: Bool, _ a: Tensor, _ b: Tensor, _ c: Tensor,
-                     _ nb: Int, _ m: Int, _ n: Int, _ k: Int) throws {
+                     _ nb: Int, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1, beta: Float = 0) throws {
         if m == 0 || n == 0 { return }
-        if k == 0 { c.f32.update(repeating: 0, count: c.count); return }
+        if k == 0 { if beta == 0 { c.f32.update(repeating: 0, count: c.count) }; return }
         if m > Int(Int32.max) || n > Int(Int32.max) || k > Int(Int32.max) {
             throw TensorError("qlora.matmul: dims too large for BLAS")
         }
         let lda = ta ? m : k, ldb = tb ? k : n
         for i in 0..<nb {
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                        Int32(m), Int32(n), Int32(k), 1,
-                        a.f32 + i * m * k, Int32(lda), b.f32 + i * k * n, Int32(ldb),
-                        0, c.f32 + i * m * n, Int32(n))
+            ql_sgemm(ta ? 1 : 0, tb ? 1 : 0, Int64(m), Int64(n), Int64(k), alpha,
+                     a.f32 + i * m * k, Int64(lda), b.f32 + i * k * n, Int64(ldb),
+                     beta, c.f32 + i * m * n, Int64(n))
         }
     }
 }

@@ -1,11 +1,14 @@
 // Raw, 64-byte aligned memory behind tensors: owned allocations, or borrowed bytes kept alive by
 // an owner (a memory-mapped file). Counts live bytes so the Lua host can pace its collector.
+// Large buffers come from and go back to StoragePool.
 
 import Foundation
 
 public final class Storage {
     public let base: UnsafeMutableRawPointer
     public let byteCount: Int
+    /// Bytes actually reserved (a pool size class at or above byteCount); 0 for borrowed bytes.
+    private let capacity: Int
     private let owner: AnyObject?
 
     /// Bytes currently held by owned storages in this process.
@@ -15,30 +18,46 @@ public final class Storage {
 
     /// Storage of `byteCount` bytes, zero-filled unless the caller overwrites every byte.
     public init(byteCount: Int, zeroed: Bool = true) throws {
-        let n = max(byteCount, 1)
-        var p: UnsafeMutableRawPointer? = nil
-        guard posix_memalign(&p, 64, n) == 0, let allocated = p else {
-            throw TensorError("out of memory allocating \(byteCount) bytes")
+        var n = StoragePool.classSize(max(byteCount, 1))
+        let allocated: UnsafeMutableRawPointer
+        if let (reused, size) = StoragePool.take(n) {
+            allocated = reused
+            n = size
+        } else {
+            StoragePool.makeRoom(n, live: Storage.liveBytes)
+            var p: UnsafeMutableRawPointer? = nil
+            if posix_memalign(&p, 64, n) != 0 {
+                StoragePool.trim()
+                p = nil
+                if posix_memalign(&p, 64, n) != 0 { p = nil }
+            }
+            guard let fresh = p else {
+                throw TensorError("out of memory allocating \(byteCount) bytes")
+            }
+            allocated = fresh
         }
-        if zeroed { memset(allocated, 0, n) }
+        if zeroed { memset(allocated, 0, max(byteCount, 1)) }
         base = allocated
         self.byteCount = byteCount
+        capacity = n
         owner = nil
         Storage.liveBytes += n
         Storage.allocatedSinceReset += n
+        StoragePool.liveHighWater = max(StoragePool.liveHighWater, Storage.liveBytes)
     }
 
     /// Borrowed bytes, valid while `owner` lives (no copy).
     public init(borrowing pointer: UnsafeRawPointer, byteCount: Int, owner: AnyObject) {
         base = UnsafeMutableRawPointer(mutating: pointer)
         self.byteCount = byteCount
+        capacity = 0
         self.owner = owner
     }
 
     deinit {
         if owner == nil {
-            free(base)
-            Storage.liveBytes -= max(byteCount, 1)
+            Storage.liveBytes -= capacity
+            StoragePool.give(base, capacity, live: Storage.liveBytes)
         }
     }
 }

@@ -57,7 +57,8 @@ for _, compute in ipairs({ "f32", "bf16" }) do
   for i = 1, steps do local t0 = q.clock(); step(); times[i] = q.clock() - t0 end
   table.sort(times)
   local median = times[(steps + 1) // 2]
-  local base = cfg.layers * (3 * cfg.hidden * cfg.hidden + 2 * cfg.hidden * cfg.hidden // 4 + 3 * cfg.hidden * cfg.intermediate)
+  -- q, k, v, o (kv heads = heads, as in the peer) and gate, up, down per layer, plus lm_head
+  local base = cfg.layers * (4 * cfg.hidden * cfg.hidden + 3 * cfg.hidden * cfg.intermediate)
     + cfg.vocab * cfg.hidden
   -- frozen weights: forward and input-gradient products (4 flops per weight per token);
   -- attention scores and values forward and backward

@@ -22,6 +22,16 @@ final class AutogradTests: XCTestCase {
         XCTAssertEqual((0..<6).map { gx.value(at: $0) }, [6, 2, -2, 6, 2, -2])
     }
 
+    func testLinearMatchesMatmulWithTransposeAndGradchecks() throws {
+        let x = try Tensor.randn([2, 3, 5], seed: 11), w = try Tensor.randn([4, 5], seed: 12)
+        let viaLinear = try x.linear(w), viaMatmul = try x.matmul(w.transpose(0, 1))
+        XCTAssertEqual(viaLinear.shape, [2, 3, 4])
+        for i in 0..<viaLinear.count { XCTAssertEqual(viaLinear.value(at: i), viaMatmul.value(at: i), accuracy: 1e-5) }
+        let r = try Tensor.gradcheck([x, w]) { ts in try ts[0].linear(ts[1]).unary(.tanh) }
+        XCTAssertTrue(r.ok, r.worst)
+        XCTAssertThrowsError(try x.linear(try Tensor.randn([4, 6], seed: 1)))
+    }
+
     func testGradcheckOnComposedFunction() throws {
         let a = try Tensor.randn([3, 4], seed: 1), b = try Tensor.randn([4], seed: 2)
         let r = try Tensor.gradcheck([a, b]) { ts in

@@ -1,4 +1,5 @@
--- The fused kernel ops (RMSNorm, RoPE, causal GQA attention, SwiGLU, cross-entropy) against the
+-- The fused kernel ops (RMSNorm, RoPE, causal GQA attention, SwiGLU, cross-entropy, a 4-bit
+-- layer with its LoRA adapters as one node) against the
 -- composed tensor-op versions: the script reruns itself with QLORA_FUSED=0 (the composed path),
 -- which saves its logits, losses and LoRA gradients, and compares them with the fused ones.
 -- Linux: finds the qlora binary through /proc.
@@ -19,10 +20,34 @@ local function model_and_data()
   return model, ids, labels
 end
 
+-- The same with an NF4 base (f32 or bf16 compute) and two plain adapters on the attention
+-- projections: each 4-bit layer with its adapters is one fused node. With dropout (training
+-- mode) both runs draw the same masks, in the same order.
+local function quant_results(out, compute, dropout)
+  local model = q.llama{ vocab = 97, hidden = 64, layers = 2, heads = 8, kv_heads = 2, intermediate = 96, seed = 7 }
+  model:quantize{ type = "nf4", block = 64, double_quant = true, compute = compute }
+  model:add_lora{ r = 4, alpha = 8, targets = "all-linear", seed = 3, dropout = dropout or 0 }
+  model:add_lora{ name = "second", r = 2, alpha = 4, targets = { "q_proj", "v_proj" }, seed = 4, dropout = dropout or 0 }
+  for i, p in ipairs(model:parameters{ trainable = true }) do
+    p.tensor:copy_(q.randn(p.tensor:shape(), { seed = 80 + i, std = 0.1 }))
+  end
+  if dropout then model:train(true); compute = compute .. ".dropout" end
+  local _, ids, labels = model_and_data()
+  out[compute .. ".logits"] = model:forward(ids)
+  local loss = model:loss(ids, labels)
+  out[compute .. ".loss"] = q.tensor({ loss:item() })
+  loss:backward()
+  for _, p in ipairs(model:parameters{ trainable = true }) do out[compute .. ".grad." .. p.name] = p.tensor.grad end
+  return #model:parameters{ trainable = true }
+end
+
 -- Everything compared: logits, the loss, every LoRA gradient, greedy tokens through the KV cache.
 local function results()
   local model, ids, labels = model_and_data()
   local out = { logits = model:forward(ids) }
+  quant_results(out, "f32")
+  quant_results(out, "bf16")
+  quant_results(out, "f32", 0.25)
   local loss = model:loss(ids, labels)
   out.loss = q.tensor({ loss:item() })
   out.fused = q.tensor({ loss.grad_fn == "cross_entropy" and 1 or 0 })
@@ -59,7 +84,8 @@ T.case("fused ops give the composed ops' logits, loss, LoRA gradients and genera
     else assert(d <= 1e-5 * scale + 1e-7, name .. " differs by " .. d .. " (scale " .. scale .. ")") end
     n = n + 1
   end
-  T.eq(n, 3 + 2 * 7 * 2, "values compared")
+  -- dense: logits, loss, generated, 28 LoRA grads; per NF4 model (3): logits, loss, 28 + 8 grads
+  T.eq(n, 3 + 2 * 7 * 2 + 3 * (2 + 2 * 7 * 2 + 2 * 2 * 2), "values compared")
 end)
 
 T.case("the loss ignores -100 labels and keeps its errors", function()

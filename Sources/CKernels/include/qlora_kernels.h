@@ -54,6 +54,13 @@ void ql_set_threads(int n);            // clamps to [1, 256]; takes effect for t
 typedef void (*ql_task_fn)(void *ctx, int64_t task);
 void ql_parallel_for(int64_t ntasks, ql_task_fn fn, void *ctx);
 
+// C [m, n] (row stride ldc) = alpha op(A) op(B) + beta C, row-major f32, op transposes when ta/tb
+// (lda, ldb: stored row strides), as cblas_sgemm; split over the pool by rows or columns of C,
+// each slab a single-threaded OpenBLAS call (gemm_split.c). k == 0 with beta == 0 is the
+// caller's to handle (OpenBLAS leaves C as is). Not for calls from inside a pool task.
+void ql_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
 // ---------------------------------------------------------------------------------------------
 // Elementwise (elementwise.c + ISA variants)
 // ---------------------------------------------------------------------------------------------
