@@ -164,7 +164,8 @@ struct Axis {
 
     func fraction(_ v: Double) -> Double {
         if isLog { return (log10(v) - log10(lo)) / (log10(hi) - log10(lo)) }
-        return (v - lo) / (hi - lo)
+        // halves keep spans near the largest doubles (-1e308 .. 1e308) finite
+        return (v * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5)
     }
 
     func label(_ v: Double) -> String { SVGLineChart.formatNumber(v, step: isLog ? v : step) }
@@ -176,15 +177,16 @@ struct Axis {
             let pad = a == 0 ? 1 : abs(a) * 0.1
             a -= pad; b += pad
         }
-        let step = niceStep((b - a) / 6)
-        let lo = (a / step).rounded(.down) * step, hi = (b / step).rounded(.up) * step
+        // b / 6 - a / 6 rather than (b - a) / 6: the difference of huge values overflows
+        let step = niceStep(b / 6 - a / 6)
+        var lo = (a / step).rounded(.down) * step, hi = (b / step).rounded(.up) * step
+        if !lo.isFinite { lo = a }
+        if !hi.isFinite { hi = b }
         var ticks: [Double] = []
-        var k = 0
-        while true {
+        for k in 0..<64 {  // about 7 ticks; the bound only guards against rounding surprises
             let v = lo + Double(k) * step
-            if v > hi + step * 1e-9 { break }
+            if !v.isFinite || v > hi + step * 1e-9 { break }
             ticks.append(abs(v) < step * 1e-9 ? 0 : v)
-            k += 1
         }
         return Axis(lo: lo, hi: hi, ticks: ticks, step: step, isLog: false)
     }

@@ -10,7 +10,19 @@ local q = ...
 local tasks = {}
 q.tasks = tasks
 
-local function fail(fn, msg, level) error("qlora.tasks." .. fn .. ": " .. msg, level or 0) end
+-- Errors point at the first caller outside this chunk (the user's script), however deep inside
+-- q.tasks they are raised; the level argument of older call sites is ignored.
+local here = debug.getinfo(1, "S").source
+local function fail(fn, msg)
+  local k = 2  -- levels as error() counts them: 1 is fail itself, 2 its caller, ...
+  while true do
+    local info = debug.getinfo(k, "S")
+    if info == nil then k = 0; break end
+    if info.source ~= here then break end
+    k = k + 1
+  end
+  error("qlora.tasks." .. fn .. ": " .. msg, k)
+end
 
 -- The token list of the character-level tokenizer, in id order (ids are 0-based):
 -- 0 "<unk>", 1 "<s>", 2 "</s>" (special), 3 " ", 4 ":", 5 ">", 6.. "a" to "z".
@@ -142,7 +154,8 @@ function tasks.save_tokenizer(dir)
     '], "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": {"type": "Fuse"}, ' ..
     '"model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "fuse_unk": false, "byte_fallback": false, ' ..
     '"vocab": {' .. table.concat(vocab, ", ") .. '}, "merges": []}}\n'
-  q.mkdir(dir)
+  local ok, err = pcall(q.mkdir, dir)
+  if not ok then fail("save_tokenizer", tostring(err):gsub(" %(qlora%.tasks:%d+%)$", "")) end
   local function write(name, text)
     local path = dir .. "/" .. name
     local f, err = io.open(path .. ".tmp", "wb")

@@ -114,6 +114,12 @@ T.case("errors name the function and the problem", function()
   local model = q.llama{ vocab = 32, hidden = 8, layers = 1, heads = 1, intermediate = 8 }
   T.errors(function() q.tasks.accuracy(model, train) end, "qlora.tasks.accuracy", "no tokenizer")
   T.errors(function() q.tasks.text("nope", "ab") end, "qlora.tasks.text", "unknown op")
+  -- errors point at the caller's line, not inside q.tasks, however deep they are raised
+  local ok, err = pcall(function() q.tasks.examples{ ops = "copy", n = 0 } end)
+  assert(not ok and err:find("test_tasks.lua:%d+: qlora.tasks.examples") and not err:find("qlora.tasks:%d"), err)
+  local file = os.tmpname()
+  T.errors(function() q.tasks.save_tokenizer(file) end, "qlora.tasks.save_tokenizer", "cannot create the directory")
+  os.remove(file)
 end)
 
 for _, d in ipairs(made) do q.rmtree(d) end
