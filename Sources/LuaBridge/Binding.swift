@@ -72,7 +72,11 @@ struct LuaArgs {
 
     var count: Int32 { lua_gettop(L) }
 
-    func fail(_ message: String) -> LuaError { LuaError("\(name): \(message)") }
+    /// A Lua error naming this function (once: a message that already starts with the name
+    /// keeps it as it is).
+    func fail(_ message: String) -> LuaError {
+        LuaError(message.hasPrefix("\(name): ") ? message : "\(name): \(message)")
+    }
 
     func typeError(_ i: Int32, _ expected: String) -> LuaError {
         fail("expected \(expected) as argument \(i), got \(i > count ? "nothing" : luaTypeName(L, i))")

@@ -1,0 +1,34 @@
+-- Model sizes no machine can hold, or whose products overflow, are Lua errors that name the
+-- function and the field, raised before anything is allocated; the process never traps.
+local q = require "qlora"
+local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
+
+local function cfg(over)
+  local c = { vocab = 64, hidden = 64, layers = 1, heads = 4, intermediate = 64 }
+  for k, v in pairs(over) do c[k] = v end
+  return c
+end
+
+T.case("q.llama: sizes whose products overflow", function()
+  T.errors(function() q.llama(cfg { heads = 1 << 32, kv_heads = 1 << 32, head_dim = 1 << 32 }) end,
+    "qlora.llama", "num_attention_heads 4294967296 is too large")
+  T.errors(function() q.llama(cfg { heads = 1, kv_heads = 1, head_dim = 9223372036854775806 }) end,
+    "qlora.llama", "head_dim 9223372036854775806 is too large")
+  T.errors(function() q.llama(cfg { vocab = 1 << 40 }) end, "vocab_size 1099511627776 is too large")
+end)
+
+T.case("q.llama: the function is named once", function()
+  local ok, e = pcall(q.llama, cfg { vocab = 0 })
+  T.eq(ok, false)
+  T.eq(select(2, tostring(e):gsub("qlora%.llama:", "")), 1, "times 'qlora.llama:' appears in: " .. tostring(e))
+end)
+
+T.case("q.llama: more weights than the machine's memory is an error before allocating", function()
+  -- each tensor alone is small enough to allocate; all of them are about 1 TiB of f32
+  T.errors(function() q.llama(cfg { hidden = 4096, intermediate = 16384, heads = 32, layers = 1024 }) end,
+    "qlora.llama", "more than this machine's memory")
+  T.errors(function() q.llama(cfg { vocab = 16777215, hidden = 16777215, intermediate = 16777215, heads = 1, head_dim = 2, layers = 1024 }) end,
+    "qlora.llama", "more than this machine's memory")
+end)
+
+T.done()
