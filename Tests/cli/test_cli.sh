@@ -99,6 +99,12 @@ expect "info: unknown option" 2 "unknown option '--bogus' \(expected one of: --j
 expect "info: extra argument" 2 "unexpected argument 'extra'" -- q info "$fx/tiny-llama" extra
 mkdir -p "$tmp/badcfg"; printf '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badcfg/config.json"
 expect "info: unsupported architecture" 1 "unsupported architecture" -- q info "$tmp/badcfg"
+# sizes whose products overflow a 64-bit integer are errors, not traps
+sed 's/"head_dim": 16/"head_dim": 9223372036854775806/' "$fx/tiny-llama/config.json" > "$tmp/badcfg/config.json"
+expect "info: head_dim near 2^63" 1 "head_dim 9223372036854775806 is too large" -- q info "$tmp/badcfg"
+sed -e 's/"head_dim": 16/"head_dim": 4294967296/' -e 's/"num_attention_heads": 4/"num_attention_heads": 4294967296/' \
+  -e 's/"num_key_value_heads": 2/"num_key_value_heads": 4294967296/' "$fx/tiny-llama/config.json" > "$tmp/badcfg/config.json"
+expect "info: heads * head_dim overflows" 1 "num_attention_heads 4294967296 is too large" -- q info "$tmp/badcfg"
 
 mkdir -p "$tmp/sharded"
 cp "$fx/tiny-llama/config.json" "$tmp/sharded/"
@@ -140,6 +146,19 @@ expect "quantize --force fp4 without double quant, bf16" 0 "^format: +fp4, block
 expect "info on the fp4 output" 0 "^quantization +bitsandbytes 4-bit: fp4, double quant no" "^stored dtype .*BF16" -- q info "$tmp/q1"
 expect "quantize re-saves a 4-bit checkpoint" 0 "nf4, block 64, double quant \(as stored\)" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q2"
 expect "quantize: other format for a 4-bit checkpoint" 1 "already 4-bit" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q3" --type fp4
+# a 4-bit checkpoint whose quant_state is not JSON: the error names the file and the weight
+cp -r "$fx/tiny-llama-bnb-nf4" "$tmp/badstate"
+cat > "$tmp/badstate.lua" <<'LUA'
+local q = require "qlora"
+local path = arg[1] .. "/model.safetensors"
+local t = q.load_tensors(path)
+local name = "model.layers.0.mlp.down_proj.weight.quant_state.bitsandbytes__nf4"
+t[name] = q.full({ t[name]:numel() }, 255, { dtype = "u8" })
+q.save_tensors(path, t)
+LUA
+expect "corrupt a quant_state" 0 -- q run "$tmp/badstate.lua" "$tmp/badstate"
+expect "quantize: a quant_state that is not JSON" 1 "badstate/model.safetensors.*down_proj.weight.*quant_state.*invalid JSON" -- \
+  q quantize "$tmp/badstate" "$tmp/q3"
 expect "quantize: bad --block" 2 "--block expects a power of two from 32 to 4096, got '100'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block 100
 expect "quantize: --block not a number" 2 "--block expects a power of two from 32 to 4096, got 'big'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block big
 expect "quantize: bad --type" 2 "--type expects one of nf4, fp4, got 'int8'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --type int8
@@ -150,6 +169,10 @@ expect "quantize: MODEL_DIR does not exist" 2 "does not exist" -- q quantize "$t
 cp -r "$fx/tiny-llama" "$tmp/same"
 expect "quantize: OUT_DIR is MODEL_DIR" 2 "OUT_DIR is MODEL_DIR" -- q quantize "$tmp/same" "$tmp/same/" --force
 check "quantize: nothing written on failure" "$tmp/q4 exists" test ! -e "$tmp/q4"
+cp "$fx/tokenizers/bytelevel.json" "$tmp/same/tokenizer.json"
+expect "quantize: OUT_DIR that resolves to MODEL_DIR through a new dir" 2 "OUT_DIR is MODEL_DIR" -- q quantize "$tmp/same" "$tmp/same/new/.." --force
+check "quantize: MODEL_DIR left as it was" "MODEL_DIR changed" cmp -s "$fx/tiny-llama/model.safetensors" "$tmp/same/model.safetensors"
+check "quantize: MODEL_DIR keeps its tokenizer.json" "tokenizer.json is gone" test -f "$tmp/same/tokenizer.json"
 expect "quantize a model with a tokenizer" 0 "^copied: +tokenizer.json" -- q quantize "$tmp/tok" "$tmp/tokq"
 check "quantize copies tokenizer.json" "files differ" cmp -s "$tmp/tok/tokenizer.json" "$tmp/tokq/tokenizer.json"
 
