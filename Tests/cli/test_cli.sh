@@ -78,8 +78,9 @@ expect "run: option before the script" 2 "unknown option '--bogus'" -- q run --b
 expect "sweep sets QLORA_SWEEP_PARALLEL" 0 "^parallel: 3$" "^args: x y$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep "$tmp/args.lua" --parallel 3 x y
 expect "sweep --parallel before the script" 0 "^parallel: 2$" "^args: x$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep --parallel=2 "$tmp/args.lua" x
 expect "sweep without --parallel leaves it unset" 0 "^parallel: nil$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep "$tmp/args.lua"
-expect "sweep --parallel 0" 2 "--parallel expects an integer >= 1, got '0'" -- q sweep "$tmp/args.lua" --parallel 0
-expect "sweep --parallel abc" 2 "--parallel expects an integer >= 1, got 'abc'" -- q sweep --parallel abc "$tmp/args.lua"
+expect "sweep --parallel 0" 2 "--parallel expects an integer from 1 to 1024, got '0'" -- q sweep "$tmp/args.lua" --parallel 0
+expect "sweep --parallel abc" 2 "--parallel expects an integer from 1 to 1024, got 'abc'" -- q sweep --parallel abc "$tmp/args.lua"
+expect "sweep --parallel 1000000" 2 "--parallel expects an integer from 1 to 1024, got '1000000'" -- q sweep --parallel 1000000 "$tmp/args.lua"
 expect "sweep --parallel without a value" 2 "--parallel needs a value" -- q sweep "$tmp/args.lua" --parallel
 expect "sweep: script error exits 1" 1 "broken on purpose" -- q sweep "$tmp/fails.lua" --parallel 2
 
