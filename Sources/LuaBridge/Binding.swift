@@ -30,12 +30,18 @@ private let dispatcher: qlora_dispatch_fn = { state, index in
     } catch let e as LuaError {
         luaPushString(L, e.message)
     } catch let e as TensorError {
-        luaPushString(L, e.message.hasPrefix("qlora") ? e.message : "\(entry.name): \(e.message)")
+        luaPushString(L, named(e.message, entry.name))
     } catch {
-        let text = "\(error)"
-        luaPushString(L, text.hasPrefix("qlora") ? text : "\(entry.name): \(text)")
+        luaPushString(L, named("\(error)", entry.name))
     }
     return -1
+}
+
+/// A message from below the bindings, naming the function called: a bare "qlora: " (code that
+/// does not know which function it serves) becomes the function's name.
+private func named(_ text: String, _ function: String) -> String {
+    if text.hasPrefix("qlora: ") { return "\(function): " + text.dropFirst("qlora: ".count) }
+    return text.hasPrefix("qlora") ? text : "\(function): \(text)"
 }
 
 enum Bindings {
