@@ -31,4 +31,20 @@ T.case("q.llama: more weights than the machine's memory is an error before alloc
     "qlora.llama", "more than this machine's memory")
 end)
 
+T.case("adapter_config.json fields of the wrong type are errors, not defaults", function()
+  local dir = os.tmpname(); os.remove(dir)
+  local m = q.llama(cfg {})
+  m:add_lora{ r = 4, alpha = 8, targets = { "q_proj" } }
+  m:save_adapter(dir)
+  local f = assert(io.open(dir .. "/adapter_config.json")); local text = f:read("a"); f:close()
+  for _, case in ipairs({ { "lora_alpha", '"x"' }, { "lora_dropout", '"0.1"' }, { "use_rslora", "1" }, { "use_dora", '"yes"' } }) do
+    local field, value = case[1], case[2]
+    local edited, n = text:gsub('"' .. field .. '"%s*:%s*[^,\n}]+', '"' .. field .. '": ' .. value)
+    T.eq(n, 1, "field " .. field .. " found in the saved config")
+    local g = assert(io.open(dir .. "/adapter_config.json", "w")); g:write(edited); g:close()
+    T.errors(function() q.llama(cfg {}):load_adapter(dir) end, "adapter_config.json", 'field "' .. field .. '" must be a')
+  end
+  os.execute("rm -rf '" .. dir .. "'")
+end)
+
 T.done()
