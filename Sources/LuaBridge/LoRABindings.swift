@@ -88,20 +88,31 @@ enum LoRABindings {
                 }
                 return 1
             }),
-            // trainable, total parameter counts
+            // trainable, total parameter counts (the base's weights are counted once, trained or not)
             ("trainable_parameters", { a in
                 let m = try this(a)
                 let trainable = parameters(m, trainableOnly: true).reduce(0) { $0 + $1.1.count }
+                let trainableBase = m.baseParameters().filter { $0.tensor.requiresGrad }.reduce(0) { $0 + $1.tensor.count }
                 lua_pushinteger(a.L, lua_Integer(trainable))
-                lua_pushinteger(a.L, lua_Integer(m.config.parameterCount + trainable))
+                lua_pushinteger(a.L, lua_Integer(m.config.parameterCount + trainable - trainableBase))
                 return 2
+            }),
+            // model:set_trainable(true|false) -> tensors changed: full-parameter training of a dense base
+            ("set_trainable", { a in
+                let m = try this(a)
+                let on = a.isNil(2) ? true : try a.bool(2)
+                let n = try ModelBindings.modelErrors(a) { try m.setBaseTrainable(on) }
+                lua_pushinteger(a.L, lua_Integer(n))
+                return 1
             }),
         ]
     }
 
-    /// LoRA tensors (A, B and DoRA magnitudes) by PEFT name (the frozen base weights are not listed).
+    /// The tensors that can train: base weights made trainable by set_trainable (by Hugging Face
+    /// name), then LoRA tensors (A, B and DoRA magnitudes) by PEFT name. Frozen base weights are
+    /// not listed.
     static func parameters(_ m: LlamaModel, trainableOnly: Bool) -> [(String, Tensor)] {
-        var out: [(String, Tensor)] = []
+        var out: [(String, Tensor)] = m.baseParameters().filter { $0.tensor.requiresGrad }.map { ($0.name, $0.tensor) }
         for l in m.linears {
             for (n, ad) in l.adapters {
                 out.append(("\(l.name).lora_A.\(n).weight", ad.a))

@@ -53,6 +53,7 @@ public final class LuaHost {
         TokenizerBindings.install(L)
         DataBindings.install(L, moduleIndex: q)
         OptimBindings.install(L, moduleIndex: q)
+        Bindings.register(L, q, prefix: "qlora.", PlotBindings.functions())
         luaPushString(L, LuaHost.version); luaRawSetField(L, q, "version")
 
         luaNewTable(L)
@@ -69,6 +70,7 @@ public final class LuaHost {
         if qlora_pcall_traceback(L, 4, 1) != 0 { throw LuaError("qlora: prelude failed: \(luaString(L, -1) ?? "")") }
         luaPop(L, 1)
         try runModuleChunk(trainerSource, name: "=qlora.trainer", module: q)
+        try runModuleChunk(tasksSource, name: "=qlora.tasks", module: q)
         try SweepBindings.install(L, moduleIndex: q)
 
         // require "qlora" and the global `qlora`.

@@ -57,11 +57,12 @@ enum ModelBindings {
     }
 
     /// q.llama{vocab, hidden, layers, heads, kv_heads, intermediate, head_dim, rope_theta,
-    /// rms_norm_eps, max_positions, tie_word_embeddings, seed}: a new model.
+    /// rms_norm_eps, max_positions, tie_word_embeddings, seed, bos_id, eos_id, trainable}: a new
+    /// model (trainable: every weight trains, as model:set_trainable(true)).
     static func newModel(_ a: LuaArgs) throws -> Int32 {
         let t = try a.options(1, allowed: ["vocab", "hidden", "layers", "heads", "kv_heads", "intermediate", "head_dim",
                                            "rope_theta", "rms_norm_eps", "max_positions", "tie_word_embeddings", "seed",
-                                           "bos_id", "eos_id"])
+                                           "bos_id", "eos_id", "trainable"])
         func need(_ k: String) throws -> Int {
             guard let v = try a.optionInteger(t, k) else { throw a.fail("missing option '\(k)'") }
             return v
@@ -78,7 +79,9 @@ enum ModelBindings {
         if let e = try a.optionInteger(t, "eos_id") { c.eosTokenIds = [e] }
         let seed = try a.optionInteger(t, "seed") ?? 0
         if seed < 0 { throw a.fail("seed must be >= 0") }
+        let trainable = try a.optionBool(t, "trainable") ?? false
         let m = try modelErrors(a) { try LlamaModel.random(c, seed: UInt64(seed)) }
+        if trainable { try modelErrors(a) { try m.setBaseTrainable(true) } }
         ObjectUserdata.push(a.L, ModelHandle(model: m, tokenizer: nil), modelName)
         return 1
     }

@@ -172,7 +172,7 @@ function Trainer:run()
   local o = self.opts
   local model = o.model
   local params = model:parameters{ trainable = true }
-  if #params == 0 then fail("the model has no trainable parameters (call model:add_lora first)") end
+  if #params == 0 then fail("the model has no trainable parameters (call model:add_lora, or model:set_trainable(true) for a dense model)") end
   local accum = o.grad_accum or 1
   local seed = o.seed or 0
   local batches = o.train:batches{ size = o.batch_size or 4, shuffle = true, seed = seed }

@@ -72,8 +72,11 @@ final class TensorFilesTests: XCTestCase {
         let b = try Tensor.arange(0, 5, 1, dtype: .i64)
         try TensorFiles.save(path, [("a", a), ("b", b)], metadata: nil)
         let (list, _) = try TensorFiles.load(path)
-        XCTAssertEqual(list.map { $0.name }, ["a", "b"])
-        XCTAssertEqual((0..<12).map { list[0].tensor.value(at: $0) }, (0..<12).map { a.value(at: $0) })
-        XCTAssertEqual((0..<5).map { list[1].tensor.intValue(at: $0) }, [0, 1, 2, 3, 4])
+        // laid out widest element first: the i64 tensor precedes the f32 one
+        XCTAssertEqual(list.map { $0.name }, ["b", "a"])
+        let byName = Dictionary(uniqueKeysWithValues: list.map { ($0.name, $0.tensor) })
+        let la = try XCTUnwrap(byName["a"]), lb = try XCTUnwrap(byName["b"])
+        XCTAssertEqual((0..<12).map { la.value(at: $0) }, (0..<12).map { a.value(at: $0) })
+        XCTAssertEqual((0..<5).map { lb.intValue(at: $0) }, [0, 1, 2, 3, 4])
     }
 }
