@@ -74,6 +74,7 @@ expect "run passes --help after the script" 0 "^args: --help$" -- q run "$tmp/ar
 expect "run: script error exits 1" 1 "broken on purpose" -- q run "$tmp/fails.lua"
 expect "run: missing script exits 2" 2 "script '.*nope.lua' does not exist" -- q run "$tmp/nope.lua"
 expect "run: no script exits 2" 2 "missing FILE.lua" -- q run
+expect "run: a directory as the script" 2 "script '.*' is a directory \(expected a Lua file\)" -- q run "$tmp"
 expect "run: option before the script" 2 "unknown option '--bogus'" -- q run --bogus "$tmp/args.lua"
 expect "sweep sets QLORA_SWEEP_PARALLEL" 0 "^parallel: 3$" "^args: x y$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep "$tmp/args.lua" --parallel 3 x y
 expect "sweep --parallel before the script" 0 "^parallel: 2$" "^args: x$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep --parallel=2 "$tmp/args.lua" x
@@ -199,6 +200,9 @@ mkdir -p "$tmp/noadapter"
 expect "generate: adapter dir without adapter files" 1 "adapter_config.json" -- q generate "$tmp/tok" --adapter "$tmp/noadapter" --prompt "hi"
 expect "generate: adapter dir does not exist" 2 "--adapter DIR '.*nowhere' does not exist" -- q generate "$tmp/tok" --adapter "$tmp/nowhere" --prompt "hi"
 expect "generate: no tokenizer" 1 "no tokenizer.json" -- q generate "$fx/tiny-llama" --prompt "hi"
+cp -r "$fx/tiny-llama" "$tmp/smallvocab"; cp "$fx/tokenizers/bytelevel.json" "$tmp/smallvocab/tokenizer.json"
+expect "generate: a prompt token beyond the model's vocab" 1 "prompt has token id [0-9]+, .*vocab_size is 256 \(tokenizer.json does not fit this model\)" -- \
+  q generate "$tmp/smallvocab" --prompt "hello world, quickly"
 expect "generate: empty --prompt" 2 "encodes to no tokens" -- q generate "$tmp/tok" --prompt ""
 expect "generate: no --prompt" 2 "missing --prompt" -- q generate "$tmp/tok"
 expect "generate: no MODEL_DIR" 2 "missing MODEL_DIR" -- q generate --prompt "hi"
