@@ -81,6 +81,9 @@ enum GenerateCommand {
 
         let ids = try tokenizer.encode(prompt)
         if ids.isEmpty { throw UsageError("--prompt '\(prompt)' encodes to no tokens (give some text)") }
+        if let id = ids.first(where: { $0 >= model.config.vocabSize }) {
+            throw CommandFailure("the prompt has token id \(id), but the model's vocab_size is \(model.config.vocabSize) (tokenizer.json does not fit this model)")
+        }
         var stream = TextStream(tokenizer)
         let t0 = monotonicSeconds()
         let out = try model.generate(ids, o) { id in

@@ -56,9 +56,10 @@ enum RunCommand {
 
     static func runScript(_ script: String, _ args: [String]) throws -> Int32 {
         var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: script, isDirectory: &isDir), !isDir.boolValue else {
+        guard FileManager.default.fileExists(atPath: script, isDirectory: &isDir) else {
             throw UsageError("script '\(script)' does not exist (expected a Lua file)")
         }
+        if isDir.boolValue { throw UsageError("script '\(script)' is a directory (expected a Lua file)") }
         let host: LuaHost
         do { host = try LuaHost() } catch { throw CommandFailure("\(error)") }
         if let err = host.runFile(script, args: args) { throw CommandFailure(err) }
