@@ -199,6 +199,14 @@ check "the adapter changes the text" "same text '$c' with and without the adapte
 mkdir -p "$tmp/noadapter"
 expect "generate: adapter dir without adapter files" 1 "adapter_config.json" -- q generate "$tmp/tok" --adapter "$tmp/noadapter" --prompt "hi"
 expect "generate: adapter dir does not exist" 2 "--adapter DIR '.*nowhere' does not exist" -- q generate "$tmp/tok" --adapter "$tmp/nowhere" --prompt "hi"
+cat > "$tmp/short.lua" <<'LUA'
+local q = require "qlora"
+q.llama{vocab = 350, hidden = 32, layers = 1, heads = 2, intermediate = 32, max_positions = 40, seed = 7}:save(arg[1])
+LUA
+expect "build a model with 40 positions" 0 -- q run "$tmp/short.lua" "$tmp/short"
+cp "$fx/tokenizers/bytelevel.json" "$tmp/short/tokenizer.json"
+expect "generate --max-tokens 10^9 stops at max_position_embeddings" 0 "tokens in .*reached max_position_embeddings 40" -- \
+  q generate "$tmp/short" --prompt "hello" --max-tokens 1000000000
 expect "generate: no tokenizer" 1 "no tokenizer.json" -- q generate "$fx/tiny-llama" --prompt "hi"
 cp -r "$fx/tiny-llama" "$tmp/smallvocab"; cp "$fx/tokenizers/bytelevel.json" "$tmp/smallvocab/tokenizer.json"
 expect "generate: a prompt token beyond the model's vocab" 1 "prompt has token id [0-9]+, .*vocab_size is 256 \(tokenizer.json does not fit this model\)" -- \

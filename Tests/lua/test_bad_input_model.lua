@@ -47,4 +47,15 @@ T.case("adapter_config.json fields of the wrong type are errors, not defaults", 
   os.execute("rm -rf '" .. dir .. "'")
 end)
 
+T.case("generate stops at max_positions (max_tokens = maxinteger does not run forever)", function()
+  local m = q.llama(cfg { max_positions = 16 })
+  local t0 = q.clock()
+  T.eq(#m:generate({ 1, 2, 3 }, { max_tokens = math.maxinteger }), 13, "new tokens")
+  assert(q.clock() - t0 < 5, "stopped at once")
+  T.errors(function() m:generate({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 }, { max_tokens = 1 }) end,
+    "prompt has 16 tokens", "max_position_embeddings (16)")
+  T.eq(#m:generate({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 }, { max_tokens = 0 }), 0, "nothing asked")
+  T.errors(function() q.llama(cfg { max_positions = 0 }) end, "qlora.llama", "max_position_embeddings must be > 0")
+end)
+
 T.done()
