@@ -55,6 +55,7 @@ public struct ModelConfig: Equatable {
         try check(headDim > 0 && headDim % 2 == 0, "head_dim must be a positive even number, got \(headDim)")
         try check(rmsNormEps > 0 && rmsNormEps < 1, "rms_norm_eps must be in (0, 1), got \(rmsNormEps)")
         try check(ropeTheta > 0, "rope_theta must be > 0, got \(ropeTheta)")
+        try check(maxPositions > 0, "max_position_embeddings must be > 0, got \(maxPositions)")
         // Each size alone first: their products below must not overflow.
         let limit = 1 << 24
         for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),

@@ -92,7 +92,9 @@ enum GenerateCommand {
         }
         try stream.finish()
         let seconds = monotonicSeconds() - t0
-        printError(String(format: "[%d tokens in %.2f s, %.1f tokens/s]", out.count, seconds, Double(out.count) / max(seconds, 1e-9)))
+        let full = ids.count + out.count >= model.config.maxPositions && out.count < o.maxTokens
+        let note = full ? "; reached max_position_embeddings \(model.config.maxPositions)" : ""
+        printError(String(format: "[%d tokens in %.2f s, %.1f tokens/s", out.count, seconds, Double(out.count) / max(seconds, 1e-9)) + note + "]")
         return ExitStatus.success
     }
 }
