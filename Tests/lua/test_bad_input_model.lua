@@ -58,4 +58,13 @@ T.case("generate stops at max_positions (max_tokens = maxinteger does not run fo
   T.errors(function() q.llama(cfg { max_positions = 0 }) end, "qlora.llama", "max_position_embeddings must be > 0")
 end)
 
+T.case("token ids outside the vocab name the model function, not an internal op", function()
+  local m = q.llama(cfg {})
+  T.errors(function() m:forward({ -1, 2 }) end, "qlora.Model.forward: token id -1 at position 1 is out of range for a vocab of 64")
+  T.errors(function() m:forward({ { 1, 64 } }) end, "qlora.Model.forward: token id 64 at position 2")
+  T.errors(function() m:loss({ 1, math.maxinteger }) end, "qlora.Model.loss: token id 9223372036854775807")
+  T.errors(function() m:generate({ 3, 70 }, { max_tokens = 1 }) end, "token id 70 at position 2")
+  T.eq(m:loss({ 1, 2, 3 }, { -100, 2, 3 }):dim(), 0, "labels may hold -100 (ignored)")
+end)
+
 T.done()
