@@ -111,8 +111,11 @@ struct WeightFiles {
         let stateBytes = try tensor(sn)
         var bytes = [UInt8](repeating: 0, count: stateBytes.count)
         for i in 0..<bytes.count { bytes[i] = UInt8(truncatingIfNeeded: stateBytes.intValue(at: i)) }
-        let state = try JSONValue.parse(bytes)
         let path = file(of: name)
+        let state: JSONValue
+        do { state = try JSONValue.parse(bytes) } catch {
+            throw IOError(path: path, reason: "\(sn): \(error)")
+        }
         guard let typeName = state["quant_type"]?.stringValue, let type = QuantType(rawValue: typeName),
               let block = state["blocksize"]?.intValue,
               let savedShape = state["shape"]?.arrayValue?.compactMap({ $0.intValue }) else {
@@ -122,7 +125,10 @@ struct WeightFiles {
             throw IOError(path: path, reason: "4-bit weight \"\(name)\" has shape \(Shape.describe(savedShape)), expected \(Shape.describe(shape))")
         }
         let nested = state["nested_offset"] != nil
-        let options = try QuantOptions(type: type, block: block, doubleQuant: nested)
+        let options: QuantOptions
+        do { options = try QuantOptions(type: type, block: block, doubleQuant: nested) } catch let e as QuantError {
+            throw IOError(path: path, reason: "\(sn): \(e.message)")
+        }
         var parts: [String: Tensor] = ["packed": try tensor(name)]
         if nested {
             parts["absmax_q"] = try tensor(name + ".absmax")

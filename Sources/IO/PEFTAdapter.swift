@@ -69,11 +69,22 @@ public enum PEFTAdapter {
         func bad(_ reason: String) -> IOError { IOError(path: configPath, reason: reason) }
         guard let obj = json.objectValue else { throw bad("expected a JSON object") }
         if let t = obj["peft_type"]?.stringValue, t != "LORA" { throw bad("peft_type \"\(t)\" is not supported (qlora reads LORA adapters)") }
-        let useDora = obj["use_dora"]?.boolValue ?? false
+        // Optional fields: absent or null takes the default; any other type is an error.
+        func number(_ key: String, default d: Double) throws -> Double {
+            guard let v = obj[key], !v.isNull else { return d }
+            guard let x = v.doubleValue else { throw bad("field \"\(key)\" must be a number, got \(v)") }
+            return x
+        }
+        func flag(_ key: String) throws -> Bool {
+            guard let v = obj[key], !v.isNull else { return false }
+            guard let b = v.boolValue else { throw bad("field \"\(key)\" must be a boolean, got \(v)") }
+            return b
+        }
+        let useDora = try flag("use_dora")
         guard let r = obj["r"]?.intValue, r >= 1 else { throw bad("field \"r\" must be an integer >= 1") }
-        let alpha = obj["lora_alpha"]?.doubleValue ?? Double(r)
-        let rslora = obj["use_rslora"]?.boolValue ?? false
-        let dropout = obj["lora_dropout"]?.doubleValue ?? 0
+        let alpha = try number("lora_alpha", default: Double(r))
+        let rslora = try flag("use_rslora")
+        let dropout = try number("lora_dropout", default: 0)
         var alphaPattern: [String: Double] = [:]
         var alphaOrder: [String] = []
         for (k, v) in obj["alpha_pattern"]?.objectValue ?? JSONObject() {

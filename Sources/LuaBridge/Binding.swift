@@ -30,12 +30,18 @@ private let dispatcher: qlora_dispatch_fn = { state, index in
     } catch let e as LuaError {
         luaPushString(L, e.message)
     } catch let e as TensorError {
-        luaPushString(L, e.message.hasPrefix("qlora") ? e.message : "\(entry.name): \(e.message)")
+        luaPushString(L, named(e.message, entry.name))
     } catch {
-        let text = "\(error)"
-        luaPushString(L, text.hasPrefix("qlora") ? text : "\(entry.name): \(text)")
+        luaPushString(L, named("\(error)", entry.name))
     }
     return -1
+}
+
+/// A message from below the bindings, naming the function called: a bare "qlora: " (code that
+/// does not know which function it serves) becomes the function's name.
+private func named(_ text: String, _ function: String) -> String {
+    if text.hasPrefix("qlora: ") { return "\(function): " + text.dropFirst("qlora: ".count) }
+    return text.hasPrefix("qlora") ? text : "\(function): \(text)"
 }
 
 enum Bindings {
@@ -72,7 +78,11 @@ struct LuaArgs {
 
     var count: Int32 { lua_gettop(L) }
 
-    func fail(_ message: String) -> LuaError { LuaError("\(name): \(message)") }
+    /// A Lua error naming this function (once: a message that already starts with the name
+    /// keeps it as it is).
+    func fail(_ message: String) -> LuaError {
+        LuaError(message.hasPrefix("\(name): ") ? message : "\(name): \(message)")
+    }
 
     func typeError(_ i: Int32, _ expected: String) -> LuaError {
         fail("expected \(expected) as argument \(i), got \(i > count ? "nothing" : luaTypeName(L, i))")

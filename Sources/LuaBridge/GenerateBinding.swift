@@ -47,6 +47,7 @@ enum GenerateBinding {
         } else {
             let ids = try ModelBindings.idsTensor(a, 2)
             if ids.shape[0] != 1 { throw a.fail("generate takes one sequence, got a batch of \(ids.shape[0])") }
+            try ModelBindings.checkVocab(a, ids, handle.model.config.vocabSize)
             prompt = (0..<ids.count).map { Int(ids.intValue(at: $0)) }
         }
         if !stops.isEmpty && handle.tokenizer == nil { throw a.fail("stop strings need the model's tokenizer") }

@@ -145,6 +145,7 @@ enum ModelBindings {
             ("forward", { a in
                 let m = try this(a)
                 let ids = try idsTensor(a, 2)
+                try checkVocab(a, ids, m.config.vocabSize)
                 let (seg, pos) = try packedOptions(a, 3)
                 return TensorBindings.push(a, try modelErrors(a) { try m.forward(ids, segmentIds: seg, positionIds: pos) })
             }),
@@ -152,6 +153,7 @@ enum ModelBindings {
             ("loss", { a in
                 let m = try this(a)
                 let ids = try idsTensor(a, 2)
+                try checkVocab(a, ids, m.config.vocabSize)
                 let labels = a.isNil(3) ? ids : try idsTensor(a, 3)
                 let (seg, pos) = try packedOptions(a, 4)
                 return TensorBindings.push(a, try modelErrors(a) { try m.loss(ids, labels, segmentIds: seg, positionIds: pos) })
@@ -212,6 +214,16 @@ enum ModelBindings {
         if t.dtype.isFloat { throw a.fail("token ids must be integers, got a \(t.dtype.name) tensor") }
         if t.ndim == 1 { t = try t.reshape([1, t.count]) }
         return t
+    }
+
+    /// Input ids (not labels, which may hold -100) must index the embedding table.
+    static func checkVocab(_ a: LuaArgs, _ ids: Tensor, _ vocab: Int) throws {
+        for i in 0..<ids.count {
+            let v = ids.intValue(at: i)
+            if v < 0 || v >= Int64(vocab) {
+                throw a.fail("token id \(v) at position \(i + 1) is out of range for a vocab of \(vocab) (ids are 0-based)")
+            }
+        }
     }
 
     static func modelErrors<T>(_ a: LuaArgs, _ body: () throws -> T) throws -> T {

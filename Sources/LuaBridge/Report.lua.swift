@@ -8,7 +8,9 @@ local q, sys = ...
 
 local allowed = { sort = true, columns = true, out = true }
 
-local function fail(msg) error("qlora.report: " .. msg, 3) end
+-- level: 3 when called by q.report itself, 4 from a helper q.report calls (the position is then
+-- the user's call, not a line in this chunk).
+local function fail(msg, level) error("qlora.report: " .. msg, level or 3) end
 
 local function sorted_keys(t)
   local ks = {}
@@ -29,17 +31,18 @@ end
 local function load_records(source)
   if type(source) == "table" then
     for i, r in ipairs(source) do
-      if type(r) ~= "table" or r.id == nil then fail("results[" .. i .. "] is not a sweep result (a table with id, config, status, metrics)") end
+      if type(r) ~= "table" or r.id == nil then fail("results[" .. i .. "] is not a sweep result (a table with id, config, status, metrics)", 4) end
     end
     return source, sys.result_dirs[source]
   end
-  if type(source) ~= "string" then fail("expected the results of q.sweep or a path to results.jsonl, got " .. type(source)) end
+  if type(source) ~= "string" then fail("expected the results of q.sweep or a path to results.jsonl, got " .. type(source), 4) end
   local path = source
   if not path:match("%.jsonl$") then path = path .. "/results.jsonl" end
   local f = io.open(path, "r")
-  if not f then fail(path .. ": cannot open (expected a sweep's results.jsonl or its out dir)") end
+  if not f then fail(path .. ": cannot open (expected a sweep's results.jsonl or its out dir)", 4) end
   f:close()
   local by_id, order = sys.read_records(path)
+  if not by_id then fail(order, 4) end
   local list = {}
   for i, id in ipairs(order) do list[i] = by_id[id] end
   return list, path:match("^(.*)/[^/]*$") or "."
@@ -210,7 +213,7 @@ function q.report(source, opts)
       md[#md + 1] = "| " .. table.concat(parts, " | ") .. " |"
     end
     local ok, err = pcall(sys.write_atomic, summary, table.concat(md, "\n") .. "\n")
-    if not ok then fail(tostring(err):gsub("^qlora%.sweep: ", "")) end
+    if not ok then fail((tostring(err):gsub("^qlora%.sweep: ", ""))) end
   end
   return sorted_records, text, summary
 end

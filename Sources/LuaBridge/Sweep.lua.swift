@@ -11,6 +11,9 @@ local q, sys = ...
 
 local allowed = { grid = true, random = true, run = true, parallel = true, out = true, seed = true }
 local reserved = { out = true }
+-- Most workers at once, most points of a grid, and the largest magnitude an integer = true
+-- random range may reach (beyond it floats no longer hold every integer).
+local max_parallel, max_points, max_exact_integer = 1024, 100000, 2 ^ 53
 
 -- Result lists returned by q.sweep -> their out dir (so q.report can write summary.md there).
 sys.result_dirs = setmetatable({}, { __mode = "k" })
@@ -88,11 +91,11 @@ local function check_options(opts)
   if type(opts.out) ~= "string" or opts.out == "" then return "option 'out' must be a non-empty string" end
   if type(opts.run) ~= "function" then return "option 'run' must be a function (cfg) -> metrics, got " .. type(opts.run) end
   local p = opts.parallel
-  if p ~= nil and (type(p) ~= "number" or p ~= math.floor(p) or p < 1) then
-    return "option 'parallel' must be an integer >= 1, got " .. (type(p) == "number" and tostring(p) or "a " .. type(p))
+  if p ~= nil and (type(p) ~= "number" or math.tointeger(p) == nil or p < 1 or p > max_parallel) then
+    return "option 'parallel' must be an integer in 1..." .. max_parallel .. ", got " .. (type(p) == "number" and tostring(p) or "a " .. type(p))
   end
   local s = opts.seed
-  if s ~= nil and (type(s) ~= "number" or s ~= math.floor(s) or s < 0) then
+  if s ~= nil and (type(s) ~= "number" or math.tointeger(s) == nil or s < 0) then
     return "option 'seed' must be an integer >= 0, got " .. tostring(s)
   end
   if opts.grid == nil and opts.random == nil then return "give the points as grid = {key = {values...}} or random = {n =, space =}" end
@@ -100,6 +103,7 @@ local function check_options(opts)
   if opts.grid ~= nil then
     if type(opts.grid) ~= "table" then return "option 'grid' must be a table {key = {values...}}" end
     if next(opts.grid) == nil then return "grid is empty (expected {key = {values...}, ...})" end
+    local count = 1.0
     for k, vs in pairs(opts.grid) do
       if type(k) ~= "string" then return "grid keys must be strings, got " .. type(k) end
       if reserved[k] then return "grid key '" .. k .. "' is reserved (each point's cfg.out is its own directory)" end
@@ -108,6 +112,10 @@ local function check_options(opts)
         local bad = bad_value(v)
         if bad then return string.format("grid.%s[%d] must be a number, string, boolean or a list of those, got %s", k, i, bad) end
       end
+      count = count * #vs
+    end
+    if count > max_points then
+      return string.format("the grid has %.0f points (at most %d): split it into several sweeps", count, max_points)
     end
   else
     local r = opts.random
@@ -115,8 +123,8 @@ local function check_options(opts)
     for k in pairs(r) do
       if k ~= "n" and k ~= "space" then return "unknown field random." .. tostring(k) .. " (expected n, space)" end
     end
-    if type(r.n) ~= "number" or r.n ~= math.floor(r.n) or r.n < 1 or r.n > 100000 then
-      return "random.n must be an integer in 1...100000, got " .. tostring(r.n)
+    if type(r.n) ~= "number" or math.tointeger(r.n) == nil or r.n < 1 or r.n > max_points then
+      return "random.n must be an integer in 1..." .. max_points .. ", got " .. tostring(r.n)
     end
     if type(r.space) ~= "table" or next(r.space) == nil then return "random.space must be a non-empty table {key = {values...} | {min =, max =}}" end
     for k, spec in pairs(r.space) do
@@ -135,6 +143,14 @@ local function check_options(opts)
         if spec.log ~= nil and type(spec.log) ~= "boolean" then return where .. ".log must be a boolean" end
         if spec.integer ~= nil and type(spec.integer) ~= "boolean" then return where .. ".integer must be a boolean" end
         if spec.log and spec.min <= 0 then return where .. ": log = true needs min > 0" end
+        if spec.integer then
+          if math.abs(spec.min) > max_exact_integer or math.abs(spec.max) > max_exact_integer then
+            return where .. ": integer = true needs min and max within -2^53...2^53"
+          end
+          if math.ceil(spec.min) > math.floor(spec.max) then
+            return where .. ": no integer between min (" .. spec.min .. ") and max (" .. spec.max .. ")"
+          end
+        end
       else
         if not is_list(spec) or #spec == 0 then return where .. " must be a non-empty list of values or {min =, max =}" end
         for i, v in ipairs(spec) do
@@ -220,6 +236,11 @@ local function finish_points(points, keys, opts)
   return points
 end
 
+local function same_config(recorded, config)
+  local ok, text = pcall(sys.encode, recorded, "config")
+  return ok and text == sys.encode(config, "config")
+end
+
 local function point_config(p)
   local c = {}
   for k, v in pairs(p.config) do c[k] = v end
@@ -235,29 +256,35 @@ local function read_file(path)
   return text
 end
 
--- Records of results.jsonl by id (the last line for an id wins), and the ids in file order.
+-- Records of results.jsonl by id (the last line for an id wins), the ids in file order and the
+-- count of unreadable lines; a file that is not there holds none. A path that cannot be read
+-- (a directory) gives nil and the reason.
 local function read_records(path)
   local by_id, order, bad = {}, {}, 0
   local f = io.open(path, "r")
   if not f then return by_id, order, bad end
-  for line in f:lines() do
-    if line:find("%S") then
-      local r = sys.decode(line)
-      if type(r) == "table" and type(r.id) == "string" then
-        if by_id[r.id] == nil then order[#order + 1] = r.id end
-        by_id[r.id] = r
-      else
-        bad = bad + 1
+  local ok, err = pcall(function()
+    for line in f:lines() do
+      if line:find("%S") then
+        local r = sys.decode(line)
+        if type(r) == "table" and type(r.id) == "string" then
+          if by_id[r.id] == nil then order[#order + 1] = r.id end
+          by_id[r.id] = r
+        else
+          bad = bad + 1
+        end
       end
     end
-  end
+  end)
   f:close()
+  if not ok then return nil, path .. ": cannot read (" .. tostring(err):gsub("^[^:]*:%d+: ", "") .. ")" end
   return by_id, order, bad
 end
 sys.read_records = read_records
 
 local function results_in_point_order(out, points)
-  local by_id = read_records(out .. "/results.jsonl")
+  local by_id, problem = read_records(out .. "/results.jsonl")
+  if not by_id then error("qlora.sweep: " .. problem, 0) end
   local list = {}
   for _, p in ipairs(points) do
     if by_id[p.id] then list[#list + 1] = by_id[p.id] end
@@ -348,7 +375,9 @@ local function parallel_setting(opts)
   local env = os.getenv("QLORA_SWEEP_PARALLEL")
   if env ~= nil and env ~= "" then
     local n = math.tointeger(tonumber(env))
-    if n == nil or n < 1 then error("qlora.sweep: QLORA_SWEEP_PARALLEL must be an integer >= 1, got '" .. env .. "'", 3) end
+    if n == nil or n < 1 or n > max_parallel then
+      error("qlora.sweep: QLORA_SWEEP_PARALLEL must be an integer in 1..." .. max_parallel .. ", got '" .. env .. "'", 3)
+    end
     return n
   end
   return math.tointeger(opts.parallel or 1)
@@ -359,12 +388,19 @@ local function run_points(opts, points, out_abs, parallel)
   local out = opts.out
   q.mkdir(out .. "/points")
   local results_path = out .. "/results.jsonl"
-  local done, _, bad = read_records(results_path)
+  local done, problem, bad = read_records(results_path)
+  if not done then error("qlora.sweep: " .. problem, 0) end
   if bad > 0 then say("%s: ignoring %d unreadable line(s)", results_path, bad) end
-  local queue = {}
+  local queue, changed = {}, 0
   for _, p in ipairs(points) do
-    if not (done[p.id] and done[p.id].status == "ok") then queue[#queue + 1] = p end
+    local r = done[p.id]
+    local ok = r and r.status == "ok"
+    -- A line for this id with another config (the sweep's seed changed, or the file was edited)
+    -- is not this point's result.
+    if ok and not same_config(r.config, p.config) then ok, changed = false, changed + 1 end
+    if not ok then queue[#queue + 1] = p end
   end
+  if changed > 0 then say("%s: %d point(s) recorded with another config run again", results_path, changed) end
   say("%s: %d points, %d done earlier, %d to run, %d at a time", out, #points, #points - #queue, #queue, parallel)
   if #queue == 0 then return end
   local threads = os.getenv("QLORA_THREADS")
@@ -465,6 +501,12 @@ function q.sweep(opts)
   local parallel = parallel_setting(opts)
   if not sys.script() then
     error("qlora.sweep: needs a script run by `qlora run FILE.lua` (each point runs the script again in a new process)", 2)
+  end
+  local made, why = pcall(q.mkdir, opts.out .. "/points")
+  if not made then
+    local file = sys.file_in_the_way(opts.out)
+    if file then error("qlora.sweep: out '" .. opts.out .. "' is not a directory ('" .. file .. "' is a file)", 2) end
+    error("qlora.sweep: cannot create out '" .. opts.out .. "': " .. tostring(why):gsub("^qlora%.mkdir: ", ""), 2)
   end
   run_points(opts, points, out_abs, parallel)
   return results_in_point_order(opts.out, points)

@@ -113,12 +113,35 @@ enum SweepBindings {
                 }
                 return 1
             }),
+            // sys.file_in_the_way(path) -> the first of path and its parents that exists and is
+            // not a directory (what stops making path a directory), or nil.
+            ("file_in_the_way", { a in
+                let path = try a.string(1)
+                var prefix = path.hasPrefix("/") ? "" : "."
+                for part in path.split(separator: "/") {
+                    prefix += "/" + part
+                    var isDir: ObjCBool = false
+                    if FileManager.default.fileExists(atPath: prefix, isDirectory: &isDir), !isDir.boolValue {
+                        luaPushString(a.L, prefix.hasPrefix("./") ? String(prefix.dropFirst(2)) : prefix)
+                        return 1
+                    }
+                }
+                return 0
+            }),
             // sys.write_atomic(path, text): a temp file renamed into place.
             ("write_atomic", { a in
                 let path = try a.string(1)
                 guard let bytes = luaBytes(a.L, 2) else { throw a.typeError(2, "a string") }
                 let tmp = path + ".tmp\(getpid())"
-                guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else { throw a.fail("\(path): cannot write") }
+                let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if fd < 0 { throw a.fail("\(path): cannot write (\(String(cString: strerror(errno))))") }
+                let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                let writeErrno = errno
+                close(fd)
+                if written != bytes.count {
+                    unlink(tmp)
+                    throw a.fail("\(path): cannot write (\(String(cString: strerror(written < 0 ? writeErrno : ENOSPC))))")
+                }
                 if rename(tmp, path) != 0 {
                     unlink(tmp)
                     throw a.fail("\(path): cannot rename into place (\(String(cString: strerror(errno))))")
@@ -174,6 +197,8 @@ enum SweepBindings {
         let L = a.L
         let i = luaAbs(L, i)
         if depth > 32 { throw a.fail("\(path): tables nest too deeply") }
+        // a key and a value per level of nesting
+        if lua_checkstack(L, 4) == 0 { throw a.fail("\(path): tables nest too deeply") }
         switch lua_type(L, i) {
         case LUA_TSTRING:
             guard let b = luaBytes(L, i), let s = String(validating: b, as: UTF8.self) else { throw a.fail("\(path): a string is not valid UTF-8") }
@@ -215,6 +240,9 @@ enum SweepBindings {
 
     /// Pushes a JSON value as Lua (objects and arrays as tables, null as nil).
     static func pushJSON(_ L: LuaState, _ v: JSONValue) {
+        // Each nesting level holds a table and a value on the stack: grow it as we go down (the
+        // parser stops at JSONValue.maxDepth levels, far below Lua's stack limit).
+        guard lua_checkstack(L, 3) != 0 else { lua_pushnil(L); return }
         switch v {
         case .null: lua_pushnil(L)
         case .bool(let b): lua_pushboolean(L, b ? 1 : 0)

@@ -1,6 +1,7 @@
 // Text generation with a KV cache: the prompt runs once, then one token per step; greedy
 // (temperature 0) or sampling with temperature, top-k and top-p from a seeded stream, stopping on
-// an eos id, after max_tokens, or when the callback says so.
+// an eos id, after max_tokens, when the sequence fills max_position_embeddings, or when the
+// callback says so.
 
 import Foundation
 import Tensor
@@ -23,6 +24,12 @@ extension LlamaModel {
         if o.temperature < 0 || !o.temperature.isFinite { throw ModelError("generate: temperature must be >= 0") }
         if !(o.topP > 0 && o.topP <= 1) { throw ModelError("generate: top_p must be in (0, 1]") }
         if o.topK < 0 { throw ModelError("generate: top_k must be >= 0") }
+        // The sequence ends at max_position_embeddings: past it the KV cache would grow without
+        // bound (max_tokens = 10^9 ran until memory ran out).
+        let room = config.maxPositions - prompt.count
+        if room <= 0 && o.maxTokens > 0 {
+            throw ModelError("generate: the prompt has \(prompt.count) tokens, as many as max_position_embeddings (\(config.maxPositions)): no room for new tokens")
+        }
         let wasTraining = training
         training = false
         defer { training = wasTraining }
@@ -30,7 +37,7 @@ extension LlamaModel {
             let cache = KVCache(layers: layers.count)
             var out: [Int] = []
             var next = prompt
-            for step in 0..<o.maxTokens {
+            for step in 0..<min(o.maxTokens, max(room, 0)) {
                 let ids = try Tensor(shape: [1, next.count], dtype: .i64, zeroed: false)
                 for (i, t) in next.enumerated() { ids.storeInteger(Int64(t), at: i) }
                 let logits = try forward(ids, cache: cache)

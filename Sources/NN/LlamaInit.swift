@@ -1,11 +1,19 @@
 // A new Llama model from a config: weights drawn from N(0, 0.02) (transformers' initializer_range)
 // from a seeded stream, norms at one, so one seed always gives the same model.
 
+import Foundation
 import Tensor
 
 extension LlamaModel {
     public static func random(_ c: ModelConfig, seed: UInt64) throws -> LlamaModel {
         try c.validate("qlora.llama")
+        // All weights at once before any: tensors that each fit can still add up to more than
+        // the machine has, and filling them would end in the OOM killer instead of an error.
+        let need = Double(c.parameterCount) * 4, have = Double(ProcessInfo.processInfo.physicalMemory)
+        if need > have {
+            throw ModelError(String(format: "qlora.llama: the weights need %.1f GiB in f32, more than this machine's memory (%.1f GiB)",
+                                    need / 1073741824, have / 1073741824))
+        }
         var counter: UInt64 = 0
         func normal(_ shape: [Int]) throws -> Tensor {
             counter += 1

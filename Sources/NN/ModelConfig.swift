@@ -55,8 +55,15 @@ public struct ModelConfig: Equatable {
         try check(headDim > 0 && headDim % 2 == 0, "head_dim must be a positive even number, got \(headDim)")
         try check(rmsNormEps > 0 && rmsNormEps < 1, "rms_norm_eps must be in (0, 1), got \(rmsNormEps)")
         try check(ropeTheta > 0, "rope_theta must be > 0, got \(ropeTheta)")
-        let sizes = [vocabSize, hiddenSize, intermediateSize, numHeads * headDim]
-        try check(sizes.allSatisfy { $0 < 1 << 24 }, "a size is too large")
+        try check(maxPositions > 0, "max_position_embeddings must be > 0, got \(maxPositions)")
+        // Each size alone first: their products below must not overflow.
+        let limit = 1 << 24
+        for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                          ("num_attention_heads", numHeads), ("num_key_value_heads", numKVHeads), ("head_dim", headDim)] {
+            try check(v < limit, "\(name) \(v) is too large (at most \(limit - 1))")
+        }
+        try check(numHeads * headDim < limit,
+                  "num_attention_heads * head_dim (\(numHeads) * \(headDim)) is too large (at most \(limit - 1))")
     }
 
     /// Total parameter count of the dense model.

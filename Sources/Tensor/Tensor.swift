@@ -2,6 +2,7 @@
 // (requiresGrad, grad, the node that produced it). Views (reshape) share storage; every other
 // op writes a new tensor.
 
+import Foundation
 import CKernels
 
 public final class Tensor {
@@ -21,11 +22,19 @@ public final class Tensor {
     public var byteCount: Int { count * dtype.byteSize }
     public var isLeaf: Bool { gradFn == nil }
 
+    /// This machine's RAM in bytes: no one tensor can be larger.
+    static let physicalMemory = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+
     /// A new tensor; its memory is zeroed unless `zeroed` is false (the caller fills it).
     public init(shape: [Int], dtype: DType = .f32, zeroed: Bool = true) throws {
         let n = try Shape.numel(shape)
         let (bytes, o) = n.multipliedReportingOverflow(by: dtype.byteSize)
         if o { throw TensorError("qlora: shape \(Shape.describe(shape)) is too large") }
+        // More than the machine has can only fail: say so before asking for it (with overcommit,
+        // the allocation could succeed and the OOM killer end the process while zeroing it).
+        if bytes > Tensor.physicalMemory {
+            throw TensorError("qlora: \(dtype.name) \(Shape.describe(shape)) needs \(bytes) bytes, more than this machine's memory (\(Tensor.physicalMemory) bytes)")
+        }
         storage = try Storage(byteCount: bytes, zeroed: zeroed)
         self.dtype = dtype
         self.shape = shape

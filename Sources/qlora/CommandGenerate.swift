@@ -81,6 +81,9 @@ enum GenerateCommand {
 
         let ids = try tokenizer.encode(prompt)
         if ids.isEmpty { throw UsageError("--prompt '\(prompt)' encodes to no tokens (give some text)") }
+        if let id = ids.first(where: { $0 >= model.config.vocabSize }) {
+            throw CommandFailure("the prompt has token id \(id), but the model's vocab_size is \(model.config.vocabSize) (tokenizer.json does not fit this model)")
+        }
         var stream = TextStream(tokenizer)
         let t0 = monotonicSeconds()
         let out = try model.generate(ids, o) { id in
@@ -89,7 +92,9 @@ enum GenerateCommand {
         }
         try stream.finish()
         let seconds = monotonicSeconds() - t0
-        printError(String(format: "[%d tokens in %.2f s, %.1f tokens/s]", out.count, seconds, Double(out.count) / max(seconds, 1e-9)))
+        let full = ids.count + out.count >= model.config.maxPositions && out.count < o.maxTokens
+        let note = full ? "; reached max_position_embeddings \(model.config.maxPositions)" : ""
+        printError(String(format: "[%d tokens in %.2f s, %.1f tokens/s", out.count, seconds, Double(out.count) / max(seconds, 1e-9)) + note + "]")
         return ExitStatus.success
     }
 }

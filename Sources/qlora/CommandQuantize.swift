@@ -109,16 +109,35 @@ enum QuantizeCommand {
     }
 
     /// OUT_DIR may not exist, or be an empty directory; a non-empty one only with --force.
+    /// It may not be MODEL_DIR, by whatever path (a symlink, "MODEL_DIR/new/..").
     static func checkOutput(_ out: String, source: String, force: Bool) throws {
+        if physicalPath(out) == physicalPath(source) {
+            throw UsageError("OUT_DIR is MODEL_DIR; write the quantized model to another directory")
+        }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: out, isDirectory: &isDir) else { return }
         guard isDir.boolValue else { throw UsageError("OUT_DIR '\(out)' exists and is not a directory") }
-        let real = { (p: String) in URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
-        if real(out) == real(source) { throw UsageError("OUT_DIR is MODEL_DIR; write the quantized model to another directory") }
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
         if !entries.isEmpty && !force {
             throw UsageError("OUT_DIR '\(out)' is not empty (pass --force to write into it)")
         }
+    }
+
+    /// The directory `path` names once it exists: walked one component at a time, each
+    /// existing prefix with its symlinks resolved, the components not there yet taken as the
+    /// plain directories that creating them makes (so "new/.." is where "new" would be made).
+    static func physicalPath(_ path: String) -> String {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var current = "/"
+        for part in absolute.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { current = (current as NSString).deletingLastPathComponent; continue }
+            current = current == "/" ? "/" + part : current + "/" + part
+            if FileManager.default.fileExists(atPath: current) {
+                current = URL(fileURLWithPath: current).resolvingSymlinksInPath().path
+            }
+        }
+        return current
     }
 
     static func fileSize(_ path: String) -> Int {

@@ -29,7 +29,7 @@ enum RunCommand {
     --parallel may come before or right after FILE.lua; what follows goes to the script.
 
     options:
-      --parallel N   trials at once (an integer >= 1); without it the environment is left as is
+      --parallel N   trials at once (an integer from 1 to 1024); without it the environment is left as is
 
     output: whatever the script prints.
 
@@ -42,11 +42,13 @@ enum RunCommand {
     }
 
     static func sweep(_ args: [String]) throws -> Int32 {
-        let spec = CommandSpec(options: ["parallel": .value("an integer >= 1")], positionals: ["FILE.lua"], passThrough: true)
+        let what = "an integer from 1 to 1024"
+        let spec = CommandSpec(options: ["parallel": .value(what)], positionals: ["FILE.lua"], passThrough: true)
         let a = try CommandLineArgs(command: "sweep", args, spec)
         if a.wantsHelp { print(sweepHelp); return ExitStatus.success }
         if a.string("parallel") != nil {
-            let n = try a.int("parallel", min: 1, default: 1)
+            let n = try a.int("parallel", min: 1, default: 1, what: what)
+            if n > 1024 { throw UsageError("option --parallel expects \(what), got '\(n)'") }
             setenv("QLORA_SWEEP_PARALLEL", String(n), 1)
         }
         return try runScript(a.positionals[0], a.rest)
@@ -54,9 +56,10 @@ enum RunCommand {
 
     static func runScript(_ script: String, _ args: [String]) throws -> Int32 {
         var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: script, isDirectory: &isDir), !isDir.boolValue else {
+        guard FileManager.default.fileExists(atPath: script, isDirectory: &isDir) else {
             throw UsageError("script '\(script)' does not exist (expected a Lua file)")
         }
+        if isDir.boolValue { throw UsageError("script '\(script)' is a directory (expected a Lua file)") }
         let host: LuaHost
         do { host = try LuaHost() } catch { throw CommandFailure("\(error)") }
         if let err = host.runFile(script, args: args) { throw CommandFailure(err) }

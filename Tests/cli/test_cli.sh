@@ -74,12 +74,14 @@ expect "run passes --help after the script" 0 "^args: --help$" -- q run "$tmp/ar
 expect "run: script error exits 1" 1 "broken on purpose" -- q run "$tmp/fails.lua"
 expect "run: missing script exits 2" 2 "script '.*nope.lua' does not exist" -- q run "$tmp/nope.lua"
 expect "run: no script exits 2" 2 "missing FILE.lua" -- q run
+expect "run: a directory as the script" 2 "script '.*' is a directory \(expected a Lua file\)" -- q run "$tmp"
 expect "run: option before the script" 2 "unknown option '--bogus'" -- q run --bogus "$tmp/args.lua"
 expect "sweep sets QLORA_SWEEP_PARALLEL" 0 "^parallel: 3$" "^args: x y$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep "$tmp/args.lua" --parallel 3 x y
 expect "sweep --parallel before the script" 0 "^parallel: 2$" "^args: x$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep --parallel=2 "$tmp/args.lua" x
 expect "sweep without --parallel leaves it unset" 0 "^parallel: nil$" -- env -u QLORA_SWEEP_PARALLEL "$bin" sweep "$tmp/args.lua"
-expect "sweep --parallel 0" 2 "--parallel expects an integer >= 1, got '0'" -- q sweep "$tmp/args.lua" --parallel 0
-expect "sweep --parallel abc" 2 "--parallel expects an integer >= 1, got 'abc'" -- q sweep --parallel abc "$tmp/args.lua"
+expect "sweep --parallel 0" 2 "--parallel expects an integer from 1 to 1024, got '0'" -- q sweep "$tmp/args.lua" --parallel 0
+expect "sweep --parallel abc" 2 "--parallel expects an integer from 1 to 1024, got 'abc'" -- q sweep --parallel abc "$tmp/args.lua"
+expect "sweep --parallel 1000000" 2 "--parallel expects an integer from 1 to 1024, got '1000000'" -- q sweep --parallel 1000000 "$tmp/args.lua"
 expect "sweep --parallel without a value" 2 "--parallel needs a value" -- q sweep "$tmp/args.lua" --parallel
 expect "sweep: script error exits 1" 1 "broken on purpose" -- q sweep "$tmp/fails.lua" --parallel 2
 
@@ -99,6 +101,12 @@ expect "info: unknown option" 2 "unknown option '--bogus' \(expected one of: --j
 expect "info: extra argument" 2 "unexpected argument 'extra'" -- q info "$fx/tiny-llama" extra
 mkdir -p "$tmp/badcfg"; printf '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badcfg/config.json"
 expect "info: unsupported architecture" 1 "unsupported architecture" -- q info "$tmp/badcfg"
+# sizes whose products overflow a 64-bit integer are errors, not traps
+sed 's/"head_dim": 16/"head_dim": 9223372036854775806/' "$fx/tiny-llama/config.json" > "$tmp/badcfg/config.json"
+expect "info: head_dim near 2^63" 1 "head_dim 9223372036854775806 is too large" -- q info "$tmp/badcfg"
+sed -e 's/"head_dim": 16/"head_dim": 4294967296/' -e 's/"num_attention_heads": 4/"num_attention_heads": 4294967296/' \
+  -e 's/"num_key_value_heads": 2/"num_key_value_heads": 4294967296/' "$fx/tiny-llama/config.json" > "$tmp/badcfg/config.json"
+expect "info: heads * head_dim overflows" 1 "num_attention_heads 4294967296 is too large" -- q info "$tmp/badcfg"
 
 mkdir -p "$tmp/sharded"
 cp "$fx/tiny-llama/config.json" "$tmp/sharded/"
@@ -140,6 +148,19 @@ expect "quantize --force fp4 without double quant, bf16" 0 "^format: +fp4, block
 expect "info on the fp4 output" 0 "^quantization +bitsandbytes 4-bit: fp4, double quant no" "^stored dtype .*BF16" -- q info "$tmp/q1"
 expect "quantize re-saves a 4-bit checkpoint" 0 "nf4, block 64, double quant \(as stored\)" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q2"
 expect "quantize: other format for a 4-bit checkpoint" 1 "already 4-bit" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q3" --type fp4
+# a 4-bit checkpoint whose quant_state is not JSON: the error names the file and the weight
+cp -r "$fx/tiny-llama-bnb-nf4" "$tmp/badstate"
+cat > "$tmp/badstate.lua" <<'LUA'
+local q = require "qlora"
+local path = arg[1] .. "/model.safetensors"
+local t = q.load_tensors(path)
+local name = "model.layers.0.mlp.down_proj.weight.quant_state.bitsandbytes__nf4"
+t[name] = q.full({ t[name]:numel() }, 255, { dtype = "u8" })
+q.save_tensors(path, t)
+LUA
+expect "corrupt a quant_state" 0 -- q run "$tmp/badstate.lua" "$tmp/badstate"
+expect "quantize: a quant_state that is not JSON" 1 "badstate/model.safetensors.*down_proj.weight.*quant_state.*invalid JSON" -- \
+  q quantize "$tmp/badstate" "$tmp/q3"
 expect "quantize: bad --block" 2 "--block expects a power of two from 32 to 4096, got '100'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block 100
 expect "quantize: --block not a number" 2 "--block expects a power of two from 32 to 4096, got 'big'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --block big
 expect "quantize: bad --type" 2 "--type expects one of nf4, fp4, got 'int8'" -- q quantize "$fx/tiny-llama" "$tmp/q4" --type int8
@@ -150,6 +171,10 @@ expect "quantize: MODEL_DIR does not exist" 2 "does not exist" -- q quantize "$t
 cp -r "$fx/tiny-llama" "$tmp/same"
 expect "quantize: OUT_DIR is MODEL_DIR" 2 "OUT_DIR is MODEL_DIR" -- q quantize "$tmp/same" "$tmp/same/" --force
 check "quantize: nothing written on failure" "$tmp/q4 exists" test ! -e "$tmp/q4"
+cp "$fx/tokenizers/bytelevel.json" "$tmp/same/tokenizer.json"
+expect "quantize: OUT_DIR that resolves to MODEL_DIR through a new dir" 2 "OUT_DIR is MODEL_DIR" -- q quantize "$tmp/same" "$tmp/same/new/.." --force
+check "quantize: MODEL_DIR left as it was" "MODEL_DIR changed" cmp -s "$fx/tiny-llama/model.safetensors" "$tmp/same/model.safetensors"
+check "quantize: MODEL_DIR keeps its tokenizer.json" "tokenizer.json is gone" test -f "$tmp/same/tokenizer.json"
 expect "quantize a model with a tokenizer" 0 "^copied: +tokenizer.json" -- q quantize "$tmp/tok" "$tmp/tokq"
 check "quantize copies tokenizer.json" "files differ" cmp -s "$tmp/tok/tokenizer.json" "$tmp/tokq/tokenizer.json"
 
@@ -174,7 +199,18 @@ check "the adapter changes the text" "same text '$c' with and without the adapte
 mkdir -p "$tmp/noadapter"
 expect "generate: adapter dir without adapter files" 1 "adapter_config.json" -- q generate "$tmp/tok" --adapter "$tmp/noadapter" --prompt "hi"
 expect "generate: adapter dir does not exist" 2 "--adapter DIR '.*nowhere' does not exist" -- q generate "$tmp/tok" --adapter "$tmp/nowhere" --prompt "hi"
+cat > "$tmp/short.lua" <<'LUA'
+local q = require "qlora"
+q.llama{vocab = 350, hidden = 32, layers = 1, heads = 2, intermediate = 32, max_positions = 40, seed = 7}:save(arg[1])
+LUA
+expect "build a model with 40 positions" 0 -- q run "$tmp/short.lua" "$tmp/short"
+cp "$fx/tokenizers/bytelevel.json" "$tmp/short/tokenizer.json"
+expect "generate --max-tokens 10^9 stops at max_position_embeddings" 0 "tokens in .*reached max_position_embeddings 40" -- \
+  q generate "$tmp/short" --prompt "hello" --max-tokens 1000000000
 expect "generate: no tokenizer" 1 "no tokenizer.json" -- q generate "$fx/tiny-llama" --prompt "hi"
+cp -r "$fx/tiny-llama" "$tmp/smallvocab"; cp "$fx/tokenizers/bytelevel.json" "$tmp/smallvocab/tokenizer.json"
+expect "generate: a prompt token beyond the model's vocab" 1 "prompt has token id [0-9]+, .*vocab_size is 256 \(tokenizer.json does not fit this model\)" -- \
+  q generate "$tmp/smallvocab" --prompt "hello world, quickly"
 expect "generate: empty --prompt" 2 "encodes to no tokens" -- q generate "$tmp/tok" --prompt ""
 expect "generate: no --prompt" 2 "missing --prompt" -- q generate "$tmp/tok"
 expect "generate: no MODEL_DIR" 2 "missing MODEL_DIR" -- q generate --prompt "hi"

@@ -66,6 +66,15 @@ T.case("integer overflow in shapes", function()
   T.errors(function() q.arange(0, math.huge) end, "finite")
 end)
 
+T.case("tensors larger than the machine's memory, and errors naming the function", function()
+  -- an error before allocating, whatever the kernel's overcommit policy would let malloc do
+  T.errors(function() q.zeros({ 1e12 }) end, "qlora.zeros", "more than this machine's memory")
+  T.errors(function() q.randn({ 1 << 20, 1 << 20 }) end, "qlora.randn", "more than this machine's memory")
+  T.errors(function() q.ones({ 1, 1 }):expand({ 1 << 20, 1 << 20 }):contiguous() end, "more than this machine's memory")
+  T.errors(function() q.arange(1e15) end, "qlora.arange: shape [1000000000000000] has too many elements")
+  T.errors(function() q.ones({ 4 }):reshape({ 1 << 40, 1 << 40 }) end, "qlora.Tensor.reshape: shape")
+end)
+
 T.case("integer division by zero", function()
   local a = q.tensor({ 1, 2 }, { dtype = "i32" })
   T.errors(function() return a / 0 end, "integer division by zero")

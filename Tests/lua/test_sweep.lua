@@ -105,6 +105,22 @@ T.case("a re-run skips points recorded ok; deleting a line re-runs only that poi
   T.eq(#q.report(out .. "/ok"), 2, "results.jsonl complete again")
 end)
 
+T.case("a re-run with another sweep seed runs the points again (their configs changed)", function()
+  local out = tmpdir()
+  T.eq((run_script("sweep_points.lua", out, "reseed 5")), 0)
+  local seeds = {}
+  for _, r in ipairs(returned(out).ok) do seeds[r.id] = r.seed end
+  local code, text = run_script("sweep_points.lua", out, "reseed 6")
+  T.eq(code, 0)
+  assert(text:find("2 point(s) recorded with another config run again", 1, true), text)
+  T.eq(#lines(out .. "/ran.txt"), 4, "both points ran again")
+  for _, r in ipairs(returned(out).ok) do
+    assert(r.seed ~= seeds[r.id], "point " .. r.id .. " kept seed " .. tostring(r.seed))
+  end
+  T.eq((run_script("sweep_points.lua", out, "reseed 6")), 0)
+  T.eq(#lines(out .. "/ran.txt"), 4, "same seed: nothing ran again")
+end)
+
 T.case("a sweep killed with SIGKILL (parent and workers) finishes only the missing points when run again", function()
   local out = tmpdir()
   local cmd = string.format("%q run %q %q slow > %q 2>&1 & echo $! > %q", qlora, here .. "scripts/sweep_points.lua", out,
@@ -148,7 +164,7 @@ T.case("QLORA_SWEEP_PARALLEL overrides parallel", function()
   local bad = tmpdir()
   local code2, text2 = run_script("sweep_points.lua", bad, "overlap", "QLORA_SWEEP_PARALLEL=0 ")
   T.eq(code2, 1)
-  assert(text2:find("qlora.sweep: QLORA_SWEEP_PARALLEL must be an integer >= 1, got '0'", 1, true), text2)
+  assert(text2:find("qlora.sweep: QLORA_SWEEP_PARALLEL must be an integer in 1...1024, got '0'", 1, true), text2)
 end)
 
 T.case("random search: seeded, in range, stable ids", function()
@@ -190,7 +206,7 @@ T.case("bad sweep options are clear errors", function()
   T.errors(function() q.sweep{ out = "o", run = run, grid = { a = { print } } } end, "grid.a[1] must be a number")
   T.errors(function() q.sweep{ out = "o", run = run, grid = { out = { 1 } } } end, "grid key 'out' is reserved")
   T.errors(function() q.sweep{ out = "o", run = 3, grid = { a = { 1 } } } end, "qlora.sweep: option 'run' must be a function")
-  T.errors(function() q.sweep{ out = "o", run = run, grid = { a = { 1 } }, parallel = 0 } end, "option 'parallel' must be an integer >= 1")
+  T.errors(function() q.sweep{ out = "o", run = run, grid = { a = { 1 } }, parallel = 0 } end, "option 'parallel' must be an integer in 1...1024")
   T.errors(function() q.sweep{ out = "o", run = run, grid = { a = { 1 } }, parallel = "2" } end, "got a string")
   T.errors(function() q.sweep{ out = "o", run = run, grid = { a = { 1 } }, paralel = 2 } end, "unknown option 'paralel'")
   T.errors(function() q.sweep{ out = "o", run = run, grid = { a = { 1 } }, random = { n = 1, space = { b = { 1 } } } } end, "not both")

@@ -3,6 +3,7 @@
 -- MODE "mixed": points that succeed, raise an error, return NaN, exit with status 3 or 0 and
 --   kill themselves, two at a time; then a second sweep (its own out) whose workers must not run
 --   the first one's points again.
+-- MODE "reseed": MODE "ok"'s sweep with the sweep seed given as the third argument.
 -- MODE "ok": three points that succeed.  MODE "slow": four points of 0.4 s, one at a time.
 -- MODE "overlap": three points of 1 s recording their start and end (parallel = 1 here).
 -- Every point appends "<sweep> <id>" to OUT/ran.txt when it ends; every run of the script's
@@ -55,6 +56,12 @@ if mode == "mixed" then
   returned("second", second)
 elseif mode == "ok" then
   returned("ok", q.sweep{ grid = { b = { 1, 2 }, a = { "x" } }, out = out .. "/ok", parallel = 2, seed = 5,
+    run = function(cfg)
+      append(out .. "/ran.txt", "ok " .. cfg.b)
+      return { value = cfg.b + 0.5 }
+    end })
+elseif mode == "reseed" then
+  returned("ok", q.sweep{ grid = { b = { 1, 2 }, a = { "x" } }, out = out .. "/ok", parallel = 2, seed = tonumber(arg[3]),
     run = function(cfg)
       append(out .. "/ran.txt", "ok " .. cfg.b)
       return { value = cfg.b + 0.5 }
