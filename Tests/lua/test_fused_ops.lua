@@ -1,7 +1,8 @@
 -- The fused kernel ops (RMSNorm, RoPE, causal GQA attention, SwiGLU, cross-entropy, a 4-bit
 -- layer with its LoRA adapters as one node) against the
 -- composed tensor-op versions: the script reruns itself with QLORA_FUSED=0 (the composed path),
--- which saves its logits, losses and LoRA gradients, and compares them with the fused ones.
+-- which saves its logits, losses and LoRA gradients, and compares them with the fused ones
+-- (bf16 compute within bf16 rounding: the fused node computes x A^T and dh A in bf16).
 -- Linux: finds the qlora binary through /proc.
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
@@ -80,8 +81,12 @@ T.case("fused ops give the composed ops' logits, loss, LoRA gradients and genera
     local have = assert(got[name], "missing " .. name)
     local scale = want:abs():max():item()
     local d = max_abs_diff(have, want)
+    -- bf16 compute: the fused node multiplies x by A (and dh by A) in bf16 like W, the composed
+    -- LoRA in f32; with these large random adapters that moves logits by about 0.7% and the
+    -- smallest LoRA gradients by up to about 2% of their largest entry (f32 stays at 1e-5)
+    local tol = name:match("^bf16%.") and 5e-2 or 1e-5
     if name == "generated" then T.eq(d, 0, "greedy tokens")
-    else assert(d <= 1e-5 * scale + 1e-7, name .. " differs by " .. d .. " (scale " .. scale .. ")") end
+    else assert(d <= tol * scale + 1e-7, name .. " differs by " .. d .. " (scale " .. scale .. ")") end
     n = n + 1
   end
   -- dense: logits, loss, generated, 28 LoRA grads; per NF4 model (3): logits, loss, 28 + 8 grads
