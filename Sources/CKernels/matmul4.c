@@ -6,7 +6,8 @@
 // allows it, otherwise the panel path; the scalar level runs the reference. The LoRA variants
 // (ql_matmul4_lora_*) add h = x D^T as extra column tiles of the same pass (forward) and dh D as
 // extra reduction chunks after W's (backward); after a small-M product they run as a panel pass
-// of their own.
+// of their own. The dense bf16 products (ql_matmul_dense_bf16*) are that extension alone, with
+// no 4-bit weight: a pass whose only tiles / chunks are the dense ones.
 //
 // Threading: tasks own disjoint blocks of the output (forward: column tiles of y, i.e. rows of
 // W, times groups of rows of x; backward: column tiles of dx). The partition depends only on the
@@ -211,21 +212,37 @@ static void panel_task(void *ctx, int64_t t) {
     const int64_t c0 = ct * p->tile, c1 = min64(c0 + p->tile, j->C);
     const int64_t npan = ceil_div(c1 - c0, g->nr), pstride = panel_stride(g);
     const size_t panels_bytes = (size_t)(npan * pstride) * 4;
-    uint8_t *buf = scratch_get(SCRATCH_TASK, panels_bytes + MM4_TMP_BYTES);
+    // forward extension beside W: every column task of the row group takes an equal share of
+    // its rows of h (all dr columns), so the fixed task ranges stay balanced
+    int64_t hm0 = m1, hm1 = m1, dpan = 0;
+    if (!j->bwd && j->d) {
+        const int64_t share = ceil_div(ceil_div(m1 - m0, p->ntiles), g->mr) * g->mr;
+        hm0 = min64(m0 + ct * share, m1), hm1 = min64(hm0 + share, m1);
+        if (hm0 < hm1) dpan = ceil_div(j->dr, g->nr);
+    }
+    const size_t dense_bytes = (size_t)(dpan * pstride) * 4;
+    uint8_t *buf = scratch_get(SCRATCH_TASK, panels_bytes + MM4_TMP_BYTES + dense_bytes);
     if (!buf) { // no memory: the reference computes this block
         if (j->bwd) mm4_ref_bwd_cols(j, m0, m1, c0, c1);
         else mm4_ref_fwd_rows(j, m0, m1, c0, c1);
+        if (dpan) mm4_ref_dense_fwd(j, hm0, hm1, 0, j->dr);
         return;
     }
     const uint32_t *panels = (const uint32_t *)buf;
     void *tmp = buf + panels_bytes;
+    uint32_t *dpanels = (uint32_t *)(buf + panels_bytes + MM4_TMP_BYTES);
     for (int64_t r0 = 0; r0 < j->R && !j->dense_only; r0 += g->rc) {
         const int64_t rc = min64(j->R - r0, g->rc);
         const int first = r0 == 0, last = r0 + rc >= j->R;
+        const int64_t aoff = (g->pair ? r0 / 2 : r0) * g->mr;
         g->pack_b(j, c0, c1, r0, rc, buf, pstride, tmp);
-        tile_chunk(p, p->apack, p->astride, (g->pair ? r0 / 2 : r0) * g->mr, m0, m1, panels,
-                   pstride, npan, rc, j->c + c0, j->ldc, c1 - c0, first,
-                   last && j->bias ? j->bias + c0 : NULL);
+        tile_chunk(p, p->apack, p->astride, aoff, m0, m1, panels, pstride, npan, rc,
+                   j->c + c0, j->ldc, c1 - c0, first, last && j->bias ? j->bias + c0 : NULL);
+        if (dpan) { // h rows [hm0, hm1) over the same chunk of the packed x
+            mm4_dense_pack_b(j, g, 0, j->dr, r0, rc, dpanels, pstride);
+            tile_chunk(p, p->apack, p->astride, aoff, hm0, hm1, dpanels, pstride, dpan, rc, j->h,
+                       j->dr, j->dr, first, NULL);
+        }
     }
     // backward extension: the dense rows of D continue the reduction, read against packed dh
     for (int64_t r0 = 0; j->bwd && j->d && r0 < j->dr; r0 += g->rc) {
@@ -258,7 +275,8 @@ static int run_panels(mm4_plan *p) {
     while (tile > g->nr && ceil_div(j->C, tile) < PANEL_MIN_TASKS) tile /= 2;
     p->tile = tile;
     p->ntiles = j->bwd || !j->dense_only ? ceil_div(j->C, tile) : 0;
-    p->dtiles = !j->bwd && j->d ? ceil_div(j->dr, PANEL_TILE_MAX) : 0;
+    // forward extension with no W tiles (dense_only): column tiles of h of its own
+    p->dtiles = !j->bwd && j->d && !p->ntiles ? ceil_div(j->dr, PANEL_TILE_MAX) : 0;
     const int64_t tiles = p->ntiles + p->dtiles;
     for (p->pm0 = 0; p->pm0 < M; p->pm0 += pass_rows) {
         p->pm1 = min64(p->pm0 + pass_rows, M);
@@ -378,4 +396,44 @@ void ql_matmul4_lora_backward_f32(const ql_qweight *w, const float *dy, const fl
 void ql_matmul4_lora_backward_bf16(const ql_qweight *w, const float *dy, const float *dh,
                                    const float *a, int64_t r, int64_t M, float *dx) {
     run(w, dy, M, NULL, dx, 1, 1, a, r, NULL, dh);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense bf16 products: the extension with no 4-bit weight
+// ---------------------------------------------------------------------------------------------
+static void run_dense(const float *a, int64_t M, const float *d, int64_t N, int64_t K, float *c,
+                      int bwd) {
+    if (M <= 0) return;
+    // the backward's chunks add to dx (first == 0 everywhere): start from zero
+    if (bwd && K > 0) memset(c, 0, (size_t)(M * K) * sizeof(float));
+    if (N <= 0 || K <= 0) {
+        if (!bwd && N > 0) memset(c, 0, (size_t)(M * N) * sizeof(float));
+        return;
+    }
+    mm4_plan p = {0};
+    p.j = (mm4_job){
+        .M = M, .N = 0, .K = K, .bwd = bwd, .bf16 = 1, .a = bwd ? NULL : a, .lda = K,
+        .c = bwd ? c : NULL, .ldc = K, .R = bwd ? 0 : K, .C = bwd ? K : 0,
+        .d = d, .dr = N, .h = bwd ? NULL : c, .dh = bwd ? a : NULL, .dense_only = 1,
+    };
+#if QL_X86
+    const int level = ql_isa_current();
+    if (level >= QL_ISA_AVX512BF16) p.g = &mm4_gemm_avx512bf16;
+    else if (level >= QL_ISA_AVX512) p.g = &mm4_gemm_avx512;
+    else if (level == QL_ISA_AVX2) p.g = &mm4_gemm_avx2;
+#endif
+    if (p.g && run_panels(&p)) return;
+    p.tile = bwd ? SCALAR_COLS : SCALAR_ROWS;
+    p.ntiles = bwd ? ceil_div(K, p.tile) : 0;
+    ql_parallel_for(p.ntiles + (bwd ? 0 : ceil_div(N, p.tile)), scalar_task, &p);
+}
+
+void ql_matmul_dense_bf16(const float *x, int64_t M, const float *w, int64_t N, int64_t K,
+                          float *y) {
+    run_dense(x, M, w, N, K, y, 0);
+}
+
+void ql_matmul_dense_backward_bf16(const float *dy, int64_t M, const float *w, int64_t N,
+                                   int64_t K, float *dx) {
+    run_dense(dy, M, w, N, K, dx, 1);
 }

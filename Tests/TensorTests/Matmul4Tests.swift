@@ -6,7 +6,8 @@
 // threads must give the same bits. Each test restores the ISA level and thread count it found.
 // The LoRA variants (ql_matmul4_lora_*): y bitwise as the plain product, h = x A^T and
 // dx = dy W + dh A against the dense products and the scalar level, over M = 1..5 and 17, ranks
-// that fill no tile and one that spans two tiles and two reduction chunks.
+// that fill no tile and one that spans two tiles and two reduction chunks. The dense bf16
+// products (ql_matmul_dense_bf16*) against the dense product of the bf16-rounded operands.
 //
 // Error norm: an output o = sum_i a_i w_i (+ bias) is checked as |got - want| <= tol * S with
 // S = sum_i |a_i w_i| (+ |bias|), the magnitude sum of its terms in double. This is the scale
@@ -477,8 +478,8 @@ final class Matmul4Tests: KernelTestCase {
         }
     }
 
-    /// Larger M with several column tiles, a rank spanning two extension tiles and more than
-    /// one reduction chunk of the extension (r = 300), and K over several chunks.
+    /// Larger M with several column tiles, a rank spanning several panels and more than one
+    /// reduction chunk of the extension (r = 300), K over several chunks, and row groups.
     func testLoRAExtensionTilesAndChunks() {
         let w = makeWeight(type: Self.nf4, rows: 300, cols: 96, block: 64, double: false, seed: 1500)
         checkLoRA(w, m: 17, r: 7, seed: 1600)
@@ -486,5 +487,48 @@ final class Matmul4Tests: KernelTestCase {
         let long = makeWeight(type: Self.nf4, rows: 20, cols: 1100, block: 256, double: true, seed: 1800)
         checkLoRA(long, m: 3, r: 16, seed: 1900)
         checkLoRA(long, m: 29, r: 16, seed: 2000)
+        // few column tiles and M >= 2 * 256: rows split into groups, h shared out per group
+        let narrow = makeWeight(type: Self.fp4, rows: 20, cols: 64, block: 64, double: false, seed: 2050)
+        checkLoRA(narrow, m: 600, r: 16, seed: 2060)
+    }
+
+    // MARK: - Dense bf16 products
+
+    private func checkDense(m: Int, n: Int, k: Int, seed: UInt64) {
+        let x = normal(m * k, seed: seed, scale: 1), w = normal(n * k, seed: seed + 1, scale: 0.1)
+        let dy = normal(m * n, seed: seed + 2, scale: 1)
+        let fwd = denseForward(roundBF16(w), rows: n, cols: k, roundBF16(x), m: m, bias: nil)
+        let bwd = denseBackward(roundBF16(w), rows: n, cols: k, roundBF16(dy), m: m)
+        let fwdF32 = denseForward(w, rows: n, cols: k, x, m: m, bias: nil)
+        let what = "dense bf16 [\(m)x\(k)] x [\(n)x\(k)]^T"
+        let ys = perLevel("\(what) forward") {
+            var y = [Float](repeating: .nan, count: m * n)
+            ql_matmul_dense_bf16(x, Int64(m), w, Int64(n), Int64(k), &y)
+            return y
+        }
+        for (level, y) in ys {
+            let at = "\(what) forward at \(levelName(level))"
+            assertWithin(y, fwd.value, fwd.norm, tol: 1e-5, "\(at) vs bf16 operands")
+            assertWithin(y, fwdF32.value, fwdF32.norm, tol: 1e-2, "\(at) vs f32 product")
+        }
+        let dxs = perLevel("\(what) backward") {
+            var dx = [Float](repeating: .nan, count: m * k)
+            ql_matmul_dense_backward_bf16(dy, Int64(m), w, Int64(n), Int64(k), &dx)
+            return dx
+        }
+        for (level, dx) in dxs {
+            assertWithin(dx, bwd.value, bwd.norm, tol: 1e-5,
+                         "\(what) backward at \(levelName(level)) vs bf16 operands")
+        }
+    }
+
+    /// Odd shapes (no tile multiple), one and several column tiles and reduction chunks
+    /// (N = 1100 backward runs two bf16 chunks), M = 1 and rows over several tiles.
+    func testDenseBF16Products() {
+        checkDense(m: 1, n: 33, k: 80, seed: 2100)
+        checkDense(m: 5, n: 7, k: 5, seed: 2200)
+        checkDense(m: 17, n: 300, k: 96, seed: 2300)
+        checkDense(m: 29, n: 1100, k: 40, seed: 2400)
+        checkDense(m: 3, n: 20, k: 1100, seed: 2500)
     }
 }

@@ -94,6 +94,14 @@ void ql_matmul4_lora_backward_f32(const ql_qweight *w, const float *dy, const fl
 void ql_matmul4_lora_backward_bf16(const ql_qweight *w, const float *dy, const float *dh,
                                    const float *a, int64_t r, int64_t M, float *dx);
 
+// Dense products with bf16 compute on the same panel machinery (no 4-bit weight; W [N, K] f32):
+// y[M, N] = x[M, K] W^T and dx[M, K] = dy[M, N] W, operands rounded to bf16, f32 sums (the BF16
+// dot instructions where the CPU has them). For a frozen dense head under compute = "bf16".
+void ql_matmul_dense_bf16(const float *x, int64_t M, const float *w, int64_t N, int64_t K,
+                          float *y);
+void ql_matmul_dense_backward_bf16(const float *dy, int64_t M, const float *w, int64_t N,
+                                   int64_t K, float *dx);
+
 #ifdef __cplusplus
 }
 #endif
