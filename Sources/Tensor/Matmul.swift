@@ -34,7 +34,9 @@ extension Tensor {
     /// x [..., k] W^T for a weight W [n, k] stored as a Linear layer keeps it: one sgemm that reads
     /// W transposed in place, where matmul(W.transpose) would copy W (and keep the copy for
     /// backward). Backward: dx = dy W, dW = dy^T x (summed over every leading dim of x).
-    public func linear(_ w: Tensor) throws -> Tensor {
+    /// bf16: the forward product and dx with bf16-rounded operands and f32 sums (the 4-bit kernel's
+    /// panel machinery, ql_matmul_dense_bf16; OpenBLAS here has no bf16 gemm); dW stays f32.
+    public func linear(_ w: Tensor, bf16: Bool = false) throws -> Tensor {
         let fn = "qlora.linear"
         if !dtype.isFloat || !w.dtype.isFloat {
             throw TensorError("\(fn): expected floating tensors, got \(dtype.name) and \(w.dtype.name)")
@@ -45,7 +47,11 @@ extension Tensor {
         let n = w.shape[0], m = count / max(k, 1)
         let xf = try asF32(), wf = try w.asF32()
         let out = try Tensor(shape: Array(shape.dropLast()) + [n], dtype: .f32, zeroed: false)
-        try Tensor.gemm(false, true, xf, wf, out, 1, m, n, k)
+        if bf16 {
+            ql_matmul_dense_bf16(xf.f32, Int64(m), wf.f32, Int64(n), Int64(k), out.f32)
+        } else {
+            try Tensor.gemm(false, true, xf, wf, out, 1, m, n, k)
+        }
         let type = DType.promote(dtype, w.dtype)
         let result = type == .f32 ? out : try out.converted(to: type)
         let x = self
@@ -54,7 +60,11 @@ extension Tensor {
             var gx: Tensor? = nil, gw: Tensor? = nil
             if x.tracksGrad {
                 let t = try Tensor(shape: x.shape, dtype: .f32, zeroed: false)
-                try Tensor.gemm(false, false, gf, wf, t, 1, m, k, n)      // dy [m,n] W [n,k]
+                if bf16 {
+                    ql_matmul_dense_backward_bf16(gf.f32, Int64(m), wf.f32, Int64(n), Int64(k), t.f32)
+                } else {
+                    try Tensor.gemm(false, false, gf, wf, t, 1, m, k, n)  // dy [m,n] W [n,k]
+                }
                 gx = t
             }
             if w.tracksGrad {
