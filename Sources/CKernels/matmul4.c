@@ -113,6 +113,8 @@ typedef struct {
     int64_t astride;  // 4-byte elements per packed block of mr rows (0: A not packed)
     void *dpack;      // backward extension: packed dh of the pass
     int64_t dstride;  // its 4-byte elements per block of mr rows
+    void *dpanels;    // forward extension beside W: D's panels for every reduction chunk,
+    int64_t dchunk;   // packed once per call, chunk i at dpanels + i * dchunk 4-byte elements
 } mm4_plan;
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -215,13 +217,12 @@ static void panel_task(void *ctx, int64_t t) {
     // forward extension beside W: every column task of the row group takes an equal share of
     // its rows of h (all dr columns), so the fixed task ranges stay balanced
     int64_t hm0 = m1, hm1 = m1, dpan = 0;
-    if (!j->bwd && j->d) {
+    if (p->dpanels) {
         const int64_t share = ceil_div(ceil_div(m1 - m0, p->ntiles), g->mr) * g->mr;
         hm0 = min64(m0 + ct * share, m1), hm1 = min64(hm0 + share, m1);
         if (hm0 < hm1) dpan = ceil_div(j->dr, g->nr);
     }
-    const size_t dense_bytes = (size_t)(dpan * pstride) * 4;
-    uint8_t *buf = scratch_get(SCRATCH_TASK, panels_bytes + MM4_TMP_BYTES + dense_bytes);
+    uint8_t *buf = scratch_get(SCRATCH_TASK, panels_bytes + MM4_TMP_BYTES);
     if (!buf) { // no memory: the reference computes this block
         if (j->bwd) mm4_ref_bwd_cols(j, m0, m1, c0, c1);
         else mm4_ref_fwd_rows(j, m0, m1, c0, c1);
@@ -230,7 +231,6 @@ static void panel_task(void *ctx, int64_t t) {
     }
     const uint32_t *panels = (const uint32_t *)buf;
     void *tmp = buf + panels_bytes;
-    uint32_t *dpanels = (uint32_t *)(buf + panels_bytes + MM4_TMP_BYTES);
     for (int64_t r0 = 0; r0 < j->R && !j->dense_only; r0 += g->rc) {
         const int64_t rc = min64(j->R - r0, g->rc);
         const int first = r0 == 0, last = r0 + rc >= j->R;
@@ -239,8 +239,8 @@ static void panel_task(void *ctx, int64_t t) {
         tile_chunk(p, p->apack, p->astride, aoff, m0, m1, panels, pstride, npan, rc,
                    j->c + c0, j->ldc, c1 - c0, first, last && j->bias ? j->bias + c0 : NULL);
         if (dpan) { // h rows [hm0, hm1) over the same chunk of the packed x
-            mm4_dense_pack_b(j, g, 0, j->dr, r0, rc, dpanels, pstride);
-            tile_chunk(p, p->apack, p->astride, aoff, hm0, hm1, dpanels, pstride, dpan, rc, j->h,
+            const uint32_t *dp = (const uint32_t *)p->dpanels + (r0 / g->rc) * p->dchunk;
+            tile_chunk(p, p->apack, p->astride, aoff, hm0, hm1, dp, pstride, dpan, rc, j->h,
                        j->dr, j->dr, first, NULL);
         }
     }
@@ -267,9 +267,20 @@ static int run_panels(mm4_plan *p) {
     int64_t pass_rows = (int64_t)(APACK_MAX_BYTES / (size_t)block_bytes) * mr;
     if (pass_rows < mr) pass_rows = mr;
     if (pass_rows > ceil_div(M, mr) * mr) pass_rows = ceil_div(M, mr) * mr;
-    p->apack = scratch_get(SCRATCH_CALL, (size_t)(pass_rows / mr * block_bytes));
+    const size_t apack_bytes = (size_t)(pass_rows / mr * block_bytes);
+    // forward extension beside W: D's panels of every chunk, after the packed A
+    const int dense_fwd = !j->bwd && j->d && !j->dense_only;
+    const int64_t nchunks = ceil_div(j->R, g->rc), pstride = panel_stride(g);
+    p->dchunk = dense_fwd ? ceil_div(j->dr, g->nr) * pstride : 0;
+    p->apack = scratch_get(SCRATCH_CALL, apack_bytes + (size_t)(nchunks * p->dchunk) * 4);
     if (!p->apack) return 0;
     p->dpack = dense_bwd ? (uint32_t *)p->apack + pass_rows / mr * p->astride : NULL;
+    p->dpanels = dense_fwd ? (uint8_t *)p->apack + apack_bytes : NULL;
+    for (int64_t ci = 0; ci < nchunks && dense_fwd; ci++) {
+        const int64_t r0 = ci * g->rc;
+        mm4_dense_pack_b(j, g, 0, j->dr, r0, min64(j->R - r0, g->rc),
+                         (uint32_t *)p->dpanels + ci * p->dchunk, pstride);
+    }
 
     int64_t tile = PANEL_TILE_MAX;
     while (tile > g->nr && ceil_div(j->C, tile) < PANEL_MIN_TASKS) tile /= 2;
