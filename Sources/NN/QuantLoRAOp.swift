@@ -11,7 +11,8 @@
 // order when several) ride on the 4-bit kernel as its LoRA extension, so one call gives y and
 // every h_i = x A_i^T, and in backward one call gives dx = dy W + sum_i dh_i A_i ([dy | dh_i...]
 // as one input). Only the products with B and the weight gradients remain sgemms (they read h,
-// dy and dh, not the layer's input). Adapters with their own input (dropout) keep sgemms.
+// dy and dh, not the layer's input). Adapters with their own input (dropout) keep sgemms, and so
+// do all adapters for at most smallRows rows (generation).
 // With compute = "bf16" the shared products round x, A_i and dh_i to bf16 like W (f32 sums);
 // the rest stays f32.
 // The composed form (QuantLinear.forward plus LoRAOp.update per adapter, then additions) is the
@@ -22,6 +23,9 @@ import Quant
 import Tensor
 
 enum QuantLoRAOp {
+    /// Up to this many rows (the 4-bit kernel's small-M path) the adapters keep their sgemms.
+    static let smallRows = 4
+
     struct Adapter {
         let a: Tensor      // [r, in]
         let b: Tensor      // [out, r]
@@ -50,7 +54,9 @@ enum QuantLoRAOp {
             } ?? xf)
         }
         // the adapters reading x: their A's stacked, h of all from the base's pass
-        let sharedIdx = adapters.indices.filter { adapters[$0].input == nil }
+        // (not for a few rows, token-by-token generation: there the kernel's small-M path would
+        // need a panel pass of its own for h, which costs more than the sgemms)
+        let sharedIdx = m > smallRows ? adapters.indices.filter { adapters[$0].input == nil } : []
         let shared = try SharedRows(sharedIdx.map { afs[$0] })
         var hs = [Tensor?](repeating: nil, count: adapters.count)
         if shared.rank > 0 {
@@ -110,10 +116,14 @@ enum QuantLoRAOp {
                 let needsInputGrad = own.map { $0.tracksGrad } ?? x.tracksGrad
                 var da: Tensor? = nil, db: Tensor? = nil, dInput: Tensor? = nil
                 if let dh = dhs[i] {
-                    if needsInputGrad, let own = own {  // shared adapters: already in dx
-                        let t = try Tensor(shape: own.shape, dtype: .f32, zeroed: false)
-                        try Tensor.gemm(false, false, dh, afs[i], t, 1, m, k, r)
-                        dInput = t
+                    if needsInputGrad {
+                        if let own = own {
+                            let t = try Tensor(shape: own.shape, dtype: .f32, zeroed: false)
+                            try Tensor.gemm(false, false, dh, afs[i], t, 1, m, k, r)
+                            dInput = t
+                        } else if shared.rank == 0, let dx = dx {  // else already in dx
+                            try Tensor.gemm(false, false, dh, afs[i], dx, 1, m, k, r, beta: 1)
+                        }
                     }
                     if ad.a.tracksGrad {
                         let t = try Tensor(shape: [r, k], dtype: .f32, zeroed: false)
