@@ -59,9 +59,9 @@ enum QuantLoRAOp {
         let sharedIdx = m > smallRows ? adapters.indices.filter { adapters[$0].input == nil } : []
         let shared = try SharedRows(sharedIdx.map { afs[$0] })
         var hs = [Tensor?](repeating: nil, count: adapters.count)
-        if shared.rank > 0 {
+        if let stacked = shared.stacked, shared.rank > 0 {
             let hAll = try Tensor(shape: [m, shared.rank], dtype: .f32, zeroed: false)
-            try layer.productLoRA(xf, rows: m, into: y, a: shared.stacked, rank: shared.rank, h: hAll)
+            try layer.productLoRA(xf, rows: m, into: y, a: stacked, rank: shared.rank, h: hAll)
             let parts = try shared.split(hAll, rows: m)
             for (i, h) in zip(sharedIdx, parts) { hs[i] = h }
         } else {
@@ -97,9 +97,9 @@ enum QuantLoRAOp {
             var dx: Tensor? = nil
             if x.tracksGrad {
                 let t = try Tensor(shape: x.shape, dtype: .f32, zeroed: false)
-                if shared.rank > 0 {  // dx = dy W + sum_i dh_i A_i, one pass
+                if let stacked = shared.stacked, shared.rank > 0 {  // dx = dy W + sum_i dh_i A_i, one pass
                     let dhAll = try shared.join(sharedIdx.map { dhs[$0]! }, rows: m)
-                    try layer.inputGradientLoRA(gf, dh: dhAll, a: shared.stacked, rank: shared.rank,
+                    try layer.inputGradientLoRA(gf, dh: dhAll, a: stacked, rank: shared.rank,
                                                 rows: m, into: t, compute: compute)
                 } else {
                     try layer.inputGradient(gf, rows: m, into: t, compute: compute)
@@ -150,13 +150,13 @@ enum QuantLoRAOp {
 private struct SharedRows {
     let parts: [Tensor]
     let rank: Int
-    let stacked: Tensor
+    let stacked: Tensor?   // nil: no adapter shares the pass
 
     init(_ parts: [Tensor]) throws {
         self.parts = parts
         rank = parts.reduce(0) { $0 + $1.shape[0] }
-        if parts.count == 1 { stacked = parts[0]; return }
-        let k = parts.first?.shape[1] ?? 0
+        if parts.count <= 1 { stacked = parts.first; return }
+        let k = parts[0].shape[1]
         // a plain f32 buffer, not a graph op: A's gradients come from the node's own backward
         let t = try Tensor(shape: [rank, k], dtype: .f32, zeroed: false)
         var at = 0
