@@ -1,5 +1,5 @@
 -- Times training steps of the `qlora bench train` configuration for profiling and A/B runs:
---   COMPUTE=f32|bf16 STEPS=n LAYERS=n CKPT=1 DROPOUT=p .build/release/qlora run scripts/bench_step.lua
+--   COMPUTE=f32|bf16 STEPS=n LAYERS=n CKPT=1 DROPOUT=p HEAD=f32|bf16 .build/release/qlora run scripts/bench_step.lua
 -- prints wall seconds and process CPU seconds (both threads) per step after one warm-up step, the
 -- last loss and peak RSS. CPU seconds move less than wall time on a shared machine.
 local q = require "qlora"
@@ -10,6 +10,7 @@ local cfg = { vocab = 8192, hidden = 512, layers = layers, heads = 8, intermedia
 local B, T = 4, 256
 local model = q.llama(cfg)
 model:quantize{ type = "nf4", block = 64, double_quant = true, compute = compute }
+if os.getenv("HEAD") then model:head_compute(os.getenv("HEAD")) end -- the head's compute alone
 local dropout = tonumber(os.getenv("DROPOUT") or "0")
 model:add_lora{ r = 16, alpha = 32, targets = "all-linear", seed = 1, dropout = dropout }
 if dropout > 0 then model:train(true) end

@@ -3,7 +3,11 @@
 //
 // Forward y[M,N] = x[M,K] W^T (+ bias), backward dx[M,K] = dy[M,N] W, with W a ql_qweight
 // [N, K]. Strategy (matmul4_internal.h): the small-M path when M <= MM4_SMALL_M and the layout
-// allows it, otherwise the panel path; the scalar level runs the reference.
+// allows it, otherwise the panel path; the scalar level runs the reference. The LoRA variants
+// (ql_matmul4_lora_*) add h = x D^T as extra column tiles of the same pass (forward) and dh D as
+// extra reduction chunks after W's (backward); after a small-M product they run as a panel pass
+// of their own. The dense bf16 products (ql_matmul_dense_bf16*) are that extension alone, with
+// no 4-bit weight: a pass whose only tiles / chunks are the dense ones.
 //
 // Threading: tasks own disjoint blocks of the output (forward: column tiles of y, i.e. rows of
 // W, times groups of rows of x; backward: column tiles of dx). The partition depends only on the
@@ -99,13 +103,18 @@ typedef struct {
     const mm4_gemm_kernels *g;
     const mm4_small_kernels *s;
     int64_t tile;     // output columns per task (panel path), rows / columns (others)
-    int64_t ntiles;   // column tiles
+    int64_t ntiles;   // column tiles (forward: of W; the extension's follow)
+    int64_t dtiles;   // forward: column tiles of the extension (h), PANEL_TILE_MAX wide
     // panel path, the current pass over rows [pm0, pm1) of A
     int64_t pm0, pm1;
     int64_t mrows;    // rows of A per task (a multiple of mr)
     int64_t arows;    // rows of A per packing task (a multiple of mr)
     void *apack;      // packed A of the pass
-    int64_t astride;  // 4-byte elements per packed block of mr rows
+    int64_t astride;  // 4-byte elements per packed block of mr rows (0: A not packed)
+    void *dpack;      // backward extension: packed dh of the pass
+    int64_t dstride;  // its 4-byte elements per block of mr rows
+    void *dpanels;    // forward extension beside W: D's panels for every reduction chunk,
+    int64_t dchunk;   // packed once per call, chunk i at dpanels + i * dchunk 4-byte elements
 } mm4_plan;
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -114,6 +123,11 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static void scalar_task(void *ctx, int64_t t) {
     const mm4_plan *p = ctx;
     const mm4_job *j = &p->j;
+    if (t >= p->ntiles) { // forward extension: columns of h
+        int64_t i0 = (t - p->ntiles) * p->tile;
+        mm4_ref_dense_fwd(j, 0, j->M, i0, min64(i0 + p->tile, j->dr));
+        return;
+    }
     int64_t c0 = t * p->tile, c1 = min64(c0 + p->tile, j->C);
     if (j->bwd) mm4_ref_bwd_cols(j, 0, j->M, c0, c1);
     else mm4_ref_fwd_rows(j, 0, j->M, c0, c1);
@@ -133,46 +147,109 @@ static int64_t panel_stride(const mm4_gemm_kernels *g) {
     return ((steps + 15) & ~(int64_t)15) * g->nr;
 }
 
-// Packs the A blocks of rows [pm0 + t*arows, ...) of the pass.
+// Packs the A blocks of rows [pm0 + t*arows, ...) of the pass (backward extension: and dh's).
 static void pack_a_task(void *ctx, int64_t t) {
     const mm4_plan *p = ctx;
+    const mm4_job *j = &p->j;
     int64_t m0 = p->pm0 + t * p->arows, rows = min64(p->arows, p->pm1 - m0);
-    p->g->pack_a(&p->j, m0, rows, (uint32_t *)p->apack + (t * p->arows / p->g->mr) * p->astride);
+    int64_t q = t * p->arows / p->g->mr;
+    if (p->astride) p->g->pack_a(j, m0, rows, (uint32_t *)p->apack + q * p->astride);
+    if (p->dpack) { // dh [M, dr] packed like dy, over a reduction of dr
+        mm4_job jd = *j;
+        jd.a = j->dh, jd.lda = j->dr, jd.R = j->dr;
+        p->g->pack_a(&jd, m0, rows, (uint32_t *)p->dpack + q * p->dstride);
+    }
+}
+
+// Runs the microkernel over rows [m0, m1) and the panels of one reduction chunk. apack / astride:
+// the packed input (of the pass), aoff its offset at the chunk start; c / ldc: the output at
+// row 0, column col0 of the tile; bias at the tile's first column or NULL.
+static void tile_chunk(const mm4_plan *p, const void *apack, int64_t astride, int64_t aoff,
+                       int64_t m0, int64_t m1, const uint32_t *panels, int64_t pstride,
+                       int64_t npan, int64_t rc, float *c, int64_t ldc, int64_t ncols, int first,
+                       const float *bias) {
+    const mm4_gemm_kernels *g = p->g;
+    for (int64_t m = m0; m < m1; m += g->mr) {
+        const int mr = (int)min64(m1 - m, g->mr);
+        const uint32_t *a = (const uint32_t *)apack + ((m - p->pm0) / g->mr) * astride + aoff;
+        for (int64_t q = 0; q < npan; q++) {
+            const int64_t col = q * g->nr;
+            g->ukernel(mr, a, panels + q * pstride, rc, c + m * ldc + col, ldc,
+                       (int)min64(ncols - col, g->nr), first, bias ? bias + col : NULL);
+        }
+    }
+}
+
+// Forward extension tile: h columns [i0, i1) for rows [m0, m1), from the packed x.
+static void dense_fwd_tile(const mm4_plan *p, int64_t m0, int64_t m1, int64_t i0, int64_t i1) {
+    const mm4_job *j = &p->j;
+    const mm4_gemm_kernels *g = p->g;
+    const int64_t npan = ceil_div(i1 - i0, g->nr), pstride = panel_stride(g);
+    uint8_t *buf = scratch_get(SCRATCH_TASK, (size_t)(npan * pstride) * 4);
+    if (!buf) {
+        mm4_ref_dense_fwd(j, m0, m1, i0, i1);
+        return;
+    }
+    for (int64_t r0 = 0; r0 < j->R; r0 += g->rc) {
+        const int64_t rc = min64(j->R - r0, g->rc);
+        mm4_dense_pack_b(j, g, i0, i1, r0, rc, buf, pstride);
+        tile_chunk(p, p->apack, p->astride, (g->pair ? r0 / 2 : r0) * g->mr, m0, m1,
+                   (const uint32_t *)buf, pstride, npan, rc, j->h + i0, j->dr, i1 - i0, r0 == 0,
+                   NULL);
+    }
 }
 
 static void panel_task(void *ctx, int64_t t) {
     const mm4_plan *p = ctx;
     const mm4_job *j = &p->j;
     const mm4_gemm_kernels *g = p->g;
-    const int64_t mt = t / p->ntiles, ct = t % p->ntiles;
+    const int64_t tiles = p->ntiles + p->dtiles;
+    const int64_t mt = t / tiles, ct = t % tiles;
     const int64_t m0 = p->pm0 + mt * p->mrows, m1 = min64(m0 + p->mrows, p->pm1);
+    if (ct >= p->ntiles) {
+        const int64_t i0 = (ct - p->ntiles) * PANEL_TILE_MAX;
+        dense_fwd_tile(p, m0, m1, i0, min64(i0 + PANEL_TILE_MAX, j->dr));
+        return;
+    }
     const int64_t c0 = ct * p->tile, c1 = min64(c0 + p->tile, j->C);
     const int64_t npan = ceil_div(c1 - c0, g->nr), pstride = panel_stride(g);
     const size_t panels_bytes = (size_t)(npan * pstride) * 4;
+    // forward extension beside W: every column task of the row group takes an equal share of
+    // its rows of h (all dr columns), so the fixed task ranges stay balanced
+    int64_t hm0 = m1, hm1 = m1, dpan = 0;
+    if (p->dpanels) {
+        const int64_t share = ceil_div(ceil_div(m1 - m0, p->ntiles), g->mr) * g->mr;
+        hm0 = min64(m0 + ct * share, m1), hm1 = min64(hm0 + share, m1);
+        if (hm0 < hm1) dpan = ceil_div(j->dr, g->nr);
+    }
     uint8_t *buf = scratch_get(SCRATCH_TASK, panels_bytes + MM4_TMP_BYTES);
     if (!buf) { // no memory: the reference computes this block
         if (j->bwd) mm4_ref_bwd_cols(j, m0, m1, c0, c1);
         else mm4_ref_fwd_rows(j, m0, m1, c0, c1);
+        if (dpan) mm4_ref_dense_fwd(j, hm0, hm1, 0, j->dr);
         return;
     }
     const uint32_t *panels = (const uint32_t *)buf;
     void *tmp = buf + panels_bytes;
-    for (int64_t r0 = 0; r0 < j->R; r0 += g->rc) {
+    for (int64_t r0 = 0; r0 < j->R && !j->dense_only; r0 += g->rc) {
         const int64_t rc = min64(j->R - r0, g->rc);
         const int first = r0 == 0, last = r0 + rc >= j->R;
-        g->pack_b(j, c0, c1, r0, rc, buf, pstride, tmp);
         const int64_t aoff = (g->pair ? r0 / 2 : r0) * g->mr;
-        for (int64_t m = m0; m < m1; m += g->mr) {
-            const int mr = (int)min64(m1 - m, g->mr);
-            const uint32_t *a =
-                (const uint32_t *)p->apack + ((m - p->pm0) / g->mr) * p->astride + aoff;
-            for (int64_t q = 0; q < npan; q++) {
-                const int64_t col = c0 + q * g->nr;
-                const float *bias = last && j->bias ? j->bias + col : NULL;
-                g->ukernel(mr, a, panels + q * pstride, rc, j->c + m * j->ldc + col, j->ldc,
-                           (int)min64(c1 - col, g->nr), first, bias);
-            }
+        g->pack_b(j, c0, c1, r0, rc, buf, pstride, tmp);
+        tile_chunk(p, p->apack, p->astride, aoff, m0, m1, panels, pstride, npan, rc,
+                   j->c + c0, j->ldc, c1 - c0, first, last && j->bias ? j->bias + c0 : NULL);
+        if (dpan) { // h rows [hm0, hm1) over the same chunk of the packed x
+            const uint32_t *dp = (const uint32_t *)p->dpanels + (r0 / g->rc) * p->dchunk;
+            tile_chunk(p, p->apack, p->astride, aoff, hm0, hm1, dp, pstride, dpan, rc, j->h,
+                       j->dr, j->dr, first, NULL);
         }
+    }
+    // backward extension: the dense rows of D continue the reduction, read against packed dh
+    for (int64_t r0 = 0; j->bwd && j->d && r0 < j->dr; r0 += g->rc) {
+        const int64_t rc = min64(j->dr - r0, g->rc);
+        mm4_dense_pack_b(j, g, c0, c1, r0, rc, buf, pstride);
+        tile_chunk(p, p->dpack, p->dstride, (g->pair ? r0 / 2 : r0) * g->mr, m0, m1, panels,
+                   pstride, npan, rc, j->c + c0, j->ldc, c1 - c0, 0, NULL);
     }
 }
 
@@ -182,31 +259,49 @@ static int run_panels(mm4_plan *p) {
     const mm4_job *j = &p->j;
     const mm4_gemm_kernels *g = p->g;
     const int64_t M = j->M, mr = g->mr;
-    p->astride = mr * mm4_a_rstride(j->R, g->pair);
-    const int64_t block_bytes = p->astride * 4;
+    const int dense_bwd = j->bwd && j->d;
+    // the input is packed unless only the backward extension runs (it reads dh alone)
+    p->astride = j->bwd && j->dense_only ? 0 : mr * mm4_a_rstride(j->R, g->pair);
+    p->dstride = dense_bwd ? mr * mm4_a_rstride(j->dr, g->pair) : 0;
+    const int64_t block_bytes = (p->astride + p->dstride) * 4;
     int64_t pass_rows = (int64_t)(APACK_MAX_BYTES / (size_t)block_bytes) * mr;
     if (pass_rows < mr) pass_rows = mr;
     if (pass_rows > ceil_div(M, mr) * mr) pass_rows = ceil_div(M, mr) * mr;
-    p->apack = scratch_get(SCRATCH_CALL, (size_t)(pass_rows / mr * block_bytes));
+    const size_t apack_bytes = (size_t)(pass_rows / mr * block_bytes);
+    // forward extension beside W: D's panels of every chunk, after the packed A
+    const int dense_fwd = !j->bwd && j->d && !j->dense_only;
+    const int64_t nchunks = ceil_div(j->R, g->rc), pstride = panel_stride(g);
+    p->dchunk = dense_fwd ? ceil_div(j->dr, g->nr) * pstride : 0;
+    p->apack = scratch_get(SCRATCH_CALL, apack_bytes + (size_t)(nchunks * p->dchunk) * 4);
     if (!p->apack) return 0;
+    p->dpack = dense_bwd ? (uint32_t *)p->apack + pass_rows / mr * p->astride : NULL;
+    p->dpanels = dense_fwd ? (uint8_t *)p->apack + apack_bytes : NULL;
+    for (int64_t ci = 0; ci < nchunks && dense_fwd; ci++) {
+        const int64_t r0 = ci * g->rc;
+        mm4_dense_pack_b(j, g, 0, j->dr, r0, min64(j->R - r0, g->rc),
+                         (uint32_t *)p->dpanels + ci * p->dchunk, pstride);
+    }
 
     int64_t tile = PANEL_TILE_MAX;
     while (tile > g->nr && ceil_div(j->C, tile) < PANEL_MIN_TASKS) tile /= 2;
     p->tile = tile;
-    p->ntiles = ceil_div(j->C, tile);
+    p->ntiles = j->bwd || !j->dense_only ? ceil_div(j->C, tile) : 0;
+    // forward extension with no W tiles (dense_only): column tiles of h of its own
+    p->dtiles = !j->bwd && j->d && !p->ntiles ? ceil_div(j->dr, PANEL_TILE_MAX) : 0;
+    const int64_t tiles = p->ntiles + p->dtiles;
     for (p->pm0 = 0; p->pm0 < M; p->pm0 += pass_rows) {
         p->pm1 = min64(p->pm0 + pass_rows, M);
         const int64_t rows = p->pm1 - p->pm0;
         int64_t mgroups = 1;
-        if (p->ntiles < PANEL_MIN_TASKS) {
-            mgroups = ceil_div(PANEL_MIN_TASKS, p->ntiles);
+        if (tiles < PANEL_MIN_TASKS) {
+            mgroups = ceil_div(PANEL_MIN_TASKS, tiles);
             int64_t most = rows / PANEL_MIN_ROWS > 1 ? rows / PANEL_MIN_ROWS : 1;
             if (mgroups > most) mgroups = most;
         }
         p->mrows = ceil_div(ceil_div(rows, mgroups), mr) * mr;
         p->arows = ceil_div(ceil_div(rows, 2 * PANEL_MIN_TASKS), mr) * mr;
         ql_parallel_for(ceil_div(rows, p->arows), pack_a_task, p);
-        ql_parallel_for(ceil_div(rows, p->mrows) * p->ntiles, panel_task, p);
+        ql_parallel_for(ceil_div(rows, p->mrows) * tiles, panel_task, p);
     }
     return 1;
 }
@@ -215,25 +310,23 @@ static int run_panels(mm4_plan *p) {
 // Entry
 // ---------------------------------------------------------------------------------------------
 static void run(const ql_qweight *w, const float *a, int64_t M, const float *bias, float *c,
-                int bwd, int bf16) {
+                int bwd, int bf16, const float *d, int64_t dr, float *h, const float *dh) {
     if (M <= 0) return;
     const int64_t N = w->rows, K = w->cols;
-    if (N <= 0 || K <= 0) { // empty sums
-        if (!bwd && N > 0)
-            for (int64_t m = 0; m < M; m++)
-                for (int64_t n = 0; n < N; n++) c[m * N + n] = bias ? bias[n] : 0.0f;
-        if (bwd && K > 0) memset(c, 0, (size_t)(M * K) * sizeof(float));
-        return;
-    }
+    if (!d || dr <= 0) d = NULL, dr = 0;
     mm4_plan p = {0};
     p.j = (mm4_job){
         .w = w, .code = ql_quant_code(w->type), .M = M, .N = N, .K = K, .bwd = bwd,
         .bf16 = bf16, .a = a, .lda = bwd ? N : K, .c = c, .ldc = bwd ? K : N,
         .bias = bwd ? NULL : bias, .R = bwd ? N : K, .C = bwd ? K : N,
+        .d = d, .dr = dr, .h = bwd ? NULL : h, .dh = bwd ? dh : NULL,
     };
+    const int empty = N <= 0 || K <= 0; // empty sums: the reference writes them
+    (void)empty;
 #if QL_X86
     const int level = ql_isa_current();
-    if (level >= QL_ISA_AVX512) {
+    if (empty) {
+    } else if (level >= QL_ISA_AVX512) {
         const int native_bf16 = bf16 && level >= QL_ISA_AVX512BF16;
         p.g = native_bf16 ? &mm4_gemm_avx512bf16 : &mm4_gemm_avx512;
         p.s = native_bf16 ? &mm4_small_avx512bf16 : &mm4_small_avx512;
@@ -258,27 +351,100 @@ static void run(const ql_qweight *w, const float *a, int64_t M, const float *bia
         if (ok) {
             p.tile = bwd ? SMALL_COLS : SMALL_ROWS;
             ql_parallel_for(ceil_div(C, p.tile), small_task, &p);
+            if (!d) return;
+            // the extension as a panel pass of its own (h; backward: dx += dh D)
+            p.j.dense_only = 1;
+            p.j.xprep = NULL;
+            if (run_panels(&p)) return;
+            if (bwd) { // no memory: the reference adds the extension
+                p.tile = SCALAR_COLS;
+                p.ntiles = ceil_div(C, p.tile);
+                ql_parallel_for(ceil_div(C, p.tile), scalar_task, &p);
+            } else {
+                mm4_ref_dense_fwd(&p.j, 0, M, 0, dr);
+            }
             return;
         }
         p.g = NULL; // no memory: the reference
     }
     if (p.g && run_panels(&p)) return;
     p.tile = bwd ? SCALAR_COLS : SCALAR_ROWS;
-    ql_parallel_for(ceil_div(C, p.tile), scalar_task, &p);
+    p.ntiles = ceil_div(C, p.tile);
+    ql_parallel_for(p.ntiles + (bwd ? 0 : ceil_div(dr, p.tile)), scalar_task, &p);
 }
 
 void ql_matmul4_f32(const ql_qweight *w, const float *x, int64_t M, const float *bias, float *y) {
-    run(w, x, M, bias, y, 0, 0);
+    run(w, x, M, bias, y, 0, 0, NULL, 0, NULL, NULL);
 }
 
 void ql_matmul4_backward_f32(const ql_qweight *w, const float *dy, int64_t M, float *dx) {
-    run(w, dy, M, NULL, dx, 1, 0);
+    run(w, dy, M, NULL, dx, 1, 0, NULL, 0, NULL, NULL);
 }
 
 void ql_matmul4_bf16(const ql_qweight *w, const float *x, int64_t M, const float *bias, float *y) {
-    run(w, x, M, bias, y, 0, 1);
+    run(w, x, M, bias, y, 0, 1, NULL, 0, NULL, NULL);
 }
 
 void ql_matmul4_backward_bf16(const ql_qweight *w, const float *dy, int64_t M, float *dx) {
-    run(w, dy, M, NULL, dx, 1, 1);
+    run(w, dy, M, NULL, dx, 1, 1, NULL, 0, NULL, NULL);
+}
+
+void ql_matmul4_lora_f32(const ql_qweight *w, const float *x, int64_t M, const float *bias,
+                         float *y, const float *a, int64_t r, float *h) {
+    run(w, x, M, bias, y, 0, 0, a, r, h, NULL);
+}
+
+void ql_matmul4_lora_bf16(const ql_qweight *w, const float *x, int64_t M, const float *bias,
+                          float *y, const float *a, int64_t r, float *h) {
+    run(w, x, M, bias, y, 0, 1, a, r, h, NULL);
+}
+
+void ql_matmul4_lora_backward_f32(const ql_qweight *w, const float *dy, const float *dh,
+                                  const float *a, int64_t r, int64_t M, float *dx) {
+    run(w, dy, M, NULL, dx, 1, 0, a, r, NULL, dh);
+}
+
+void ql_matmul4_lora_backward_bf16(const ql_qweight *w, const float *dy, const float *dh,
+                                   const float *a, int64_t r, int64_t M, float *dx) {
+    run(w, dy, M, NULL, dx, 1, 1, a, r, NULL, dh);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense bf16 products: the extension with no 4-bit weight
+// ---------------------------------------------------------------------------------------------
+static void run_dense(const float *a, int64_t M, const float *d, int64_t N, int64_t K, float *c,
+                      int bwd) {
+    if (M <= 0) return;
+    // the backward's chunks add to dx (first == 0 everywhere): start from zero
+    if (bwd && K > 0) memset(c, 0, (size_t)(M * K) * sizeof(float));
+    if (N <= 0 || K <= 0) {
+        if (!bwd && N > 0) memset(c, 0, (size_t)(M * N) * sizeof(float));
+        return;
+    }
+    mm4_plan p = {0};
+    p.j = (mm4_job){
+        .M = M, .N = 0, .K = K, .bwd = bwd, .bf16 = 1, .a = bwd ? NULL : a, .lda = K,
+        .c = bwd ? c : NULL, .ldc = K, .R = bwd ? 0 : K, .C = bwd ? K : 0,
+        .d = d, .dr = N, .h = bwd ? NULL : c, .dh = bwd ? a : NULL, .dense_only = 1,
+    };
+#if QL_X86
+    const int level = ql_isa_current();
+    if (level >= QL_ISA_AVX512BF16) p.g = &mm4_gemm_avx512bf16;
+    else if (level >= QL_ISA_AVX512) p.g = &mm4_gemm_avx512;
+    else if (level == QL_ISA_AVX2) p.g = &mm4_gemm_avx2;
+#endif
+    if (p.g && run_panels(&p)) return;
+    p.tile = bwd ? SCALAR_COLS : SCALAR_ROWS;
+    p.ntiles = bwd ? ceil_div(K, p.tile) : 0;
+    ql_parallel_for(p.ntiles + (bwd ? 0 : ceil_div(N, p.tile)), scalar_task, &p);
+}
+
+void ql_matmul_dense_bf16(const float *x, int64_t M, const float *w, int64_t N, int64_t K,
+                          float *y) {
+    run_dense(x, M, w, N, K, y, 0);
+}
+
+void ql_matmul_dense_backward_bf16(const float *dy, int64_t M, const float *w, int64_t N,
+                                   int64_t K, float *dx) {
+    run_dense(dy, M, w, N, K, dx, 1);
 }

@@ -7,6 +7,11 @@
 // is read through broadcasts, the reduction runs over r (K forward, N backward) and the output
 // columns c are N (forward) or K (backward).
 //
+// LoRA extension (d != NULL): dense f32 rows D [dr, K] (a LoRA A, or several stacked) ride on
+// the same pass over the input. Forward: h[M, dr] = x D^T as dr extra output columns (column
+// tiles of their own whose B panels are packed from D, matmul4_dense.c); backward: dx += dh D
+// as dr extra reduction steps after the N of W (the input is [dy | dh], dh packed like dy).
+//
 // Two strategies (matmul4.c chooses from the shapes only):
 // - panel path (any M, any layout): per task a block of output columns; the reduction is cut
 //   into chunks; for each chunk the weight tile is dequantized into packed B panels
@@ -16,7 +21,9 @@
 // - small-M path (M <= MM4_SMALL_M, K % 32 == 0 and block % 32 == 0): the packed nibbles are
 //   streamed once and dequantized in registers (a 16-entry table per block = code * absmax, one
 //   permute per 16 values), forward as dot products along K (parallel over rows of W), backward
-//   as scaled row sums (parallel over column ranges of W).
+//   as scaled row sums (parallel over column ranges of W). The LoRA extension then runs as a
+//   panel pass over its own tiles / chunks only (dense_only): h is computed by the panel path
+//   at every M, and its backward term is added to dx after the small-M result.
 //
 // bf16 compute: x (or dy) and the dequantized W are rounded to bf16 (nearest even, as
 // ql_f32_to_bf16) and the exact products accumulated in f32. With AVX512_BF16 the panel path
@@ -52,6 +59,14 @@ typedef struct {
     int64_t C;           // output columns: N forward, K backward
     // small-M forward: x prepared by the level (bf16-rounded and/or permuted), [M][K]
     const float *xprep;
+    // LoRA extension (d == NULL: none): D [dr, K] f32; forward h [M, dr] = x D^T; backward
+    // dx += dh D with dh [M, dr]. dense_only: W's part is done elsewhere (small-M path), the
+    // panel pass computes only the extension (backward: adds it to dx).
+    const float *d;
+    int64_t dr;
+    float *h;
+    const float *dh;
+    int dense_only;
 } mm4_job;
 
 // ---------------------------------------------------------------------------------------------
@@ -107,6 +122,13 @@ static inline int64_t mm4_a_rstride(int64_t R, int pair) {
 // [m0, m1) x columns [k0, k1) of dx.
 void mm4_ref_fwd_rows(const mm4_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1);
 void mm4_ref_bwd_cols(const mm4_job *j, int64_t m0, int64_t m1, int64_t k0, int64_t k1);
+// h rows [m0, m1) x columns [i0, i1) (forward extension): sums over k in natural order.
+void mm4_ref_dense_fwd(const mm4_job *j, int64_t m0, int64_t m1, int64_t i0, int64_t i1);
+// The panels of the extension (any level, from the level's nr / pair): forward columns
+// [c0, c1) of D^T over reduction [r0, r0 + rc) of K; backward rows [r0, r0 + rc) of D over
+// columns [c0, c1) of K. Layout as pack_b; columns >= c1 and steps past rc are zero.
+void mm4_dense_pack_b(const mm4_job *j, const mm4_gemm_kernels *g, int64_t c0, int64_t c1,
+                      int64_t r0, int64_t rc, void *panels, int64_t panel_stride);
 // out[i] = W_flat[e + i] for i < len (any alignment), rounded to bf16 if `round`.
 void mm4_ref_dequant(const mm4_job *j, int64_t e, int64_t len, float *out, int round);
 

@@ -75,6 +75,7 @@ public enum ModelLoader {
         }
         let model = try LlamaModel(config: c, embedding: embedding, layers: layers, norm: norm, lmHead: head)
         model.sourcePath = dir
+        if (options.quant != nil || checkpointQuant != nil) && options.compute == .bf16 { model.headCompute = .bf16 }
         return model
     }
 }

@@ -105,6 +105,21 @@ enum ModelBindings {
                 lua_pushinteger(a.L, lua_Integer(n))
                 return 1
             }),
+            // model:head_compute(["f32"|"bf16"]): the dense output head's arithmetic (set with the
+            // 4-bit layers' compute by quantize / load_model); returns the previous one.
+            ("head_compute", { a in
+                let m = try this(a)
+                let previous = m.headCompute
+                if !a.isNil(2) {
+                    let s = try a.string(2)
+                    guard let c = ComputeType(rawValue: s), c == .f32 || c == .bf16 else {
+                        throw a.fail("head compute must be \"f32\" or \"bf16\", got \"\(s)\"")
+                    }
+                    m.headCompute = c
+                }
+                luaPushString(a.L, previous.rawValue)
+                return 1
+            }),
             // model:gradient_checkpointing(true|false): recompute decoder layers in backward.
             ("gradient_checkpointing", { a in
                 let m = try this(a)

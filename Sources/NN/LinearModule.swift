@@ -25,6 +25,9 @@ public final class LinearModule {
     /// Names of the adapters that run in forward (set_adapter); all of them when nil.
     public var activeAdapters: [String]? = nil
     public var adaptersEnabled = true
+    /// A dense base computes its forward product and input gradient in bf16 (the model's head
+    /// under compute = "bf16"; set by LlamaModel.headCompute).
+    public var denseBF16 = false
 
     public init(name: String, layer: Int?, base: LinearBase) throws {
         self.name = name
@@ -55,7 +58,7 @@ public final class LinearModule {
     public func baseForward(_ x: Tensor) throws -> Tensor {
         switch base {
         case .dense(let w, let b):
-            var y = try x.linear(w)
+            var y = try x.linear(w, bf16: denseBF16)
             if let b = b { y = try y.binary(.add, b) }
             return y
         case .quantized(let q):

@@ -3,6 +3,7 @@
 // output head (tied to the embedding when the config says so). Forward gives logits [B, T, V];
 // loss() is transformers' shifted cross-entropy.
 
+import Quant
 import Tensor
 
 public final class DecoderLayer {
@@ -38,6 +39,12 @@ public final class LlamaModel {
     public var norm: Tensor
     /// nil when the head is tied to the embedding
     public let lmHead: LinearModule?
+    /// The dense output head's arithmetic (lm_head or the tied embedding): .bf16 rounds its
+    /// operands for the logits and the input gradient (f32 sums); set with the 4-bit layers'
+    /// compute type by quantizeLinears and the loader.
+    public var headCompute: ComputeType = .f32 {
+        didSet { lmHead?.denseBF16 = headCompute == .bf16 }
+    }
     public let rope: RoPE
     public var training = false
     /// Recompute each decoder layer in backward instead of keeping its activations: activation
@@ -93,7 +100,7 @@ public final class LlamaModel {
         cache?.length = start + t
         h = try Functional.rmsNorm(h, norm, eps: c.rmsNormEps)
         if let head = lmHead { return try head.forward(h, training: training) }
-        return try h.linear(embedding)
+        return try h.linear(embedding, bf16: headCompute == .bf16)
     }
 
     /// One decoder layer: h + attn(norm1(h)), then + mlp(norm2(.)); h [B, T, hidden].

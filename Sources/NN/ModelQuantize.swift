@@ -1,5 +1,6 @@
 // Quantizing a model's decoder linears in place (a model built with q.llama or loaded dense):
-// each dense weight becomes a 4-bit QuantLinear; embeddings, norms and the head stay dense.
+// each dense weight becomes a 4-bit QuantLinear; embeddings, norms and the head stay dense (the
+// head takes the compute type: bf16 products for compute = "bf16").
 
 import Quant
 import Tensor
@@ -18,6 +19,7 @@ extension LlamaModel {
                 q.compute = compute
             }
         }
+        headCompute = compute == .bf16 ? .bf16 : .f32
         return n
     }
 }

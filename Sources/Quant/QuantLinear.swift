@@ -60,6 +60,36 @@ public final class QuantLinear {
         }
     }
 
+    /// `product` plus h [m, r] = xf A^T (A [r, in] f32, contiguous) from the same pass over xf
+    /// (the fused kernel's LoRA extension; bf16 compute rounds A and xf for h too).
+    public func productLoRA(_ xf: Tensor, rows m: Int, into out: Tensor, a: Tensor, rank r: Int,
+                            h: Tensor) throws {
+        let b = try bias?.asF32()
+        let compute = self.compute
+        try weight.withWeight { w in
+            if compute == .bf16 {
+                ql_matmul4_lora_bf16(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32,
+                                     a.f32, Int64(r), h.f32)
+            } else {
+                ql_matmul4_lora_f32(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32,
+                                    a.f32, Int64(r), h.f32)
+            }
+        }
+    }
+
+    /// dx [m, in] = dy W + dh A in one kernel pass (dh [m, r], A [r, in]; all f32, contiguous).
+    public func inputGradientLoRA(_ dy: Tensor, dh: Tensor, a: Tensor, rank r: Int, rows m: Int,
+                                  into dx: Tensor, compute: ComputeType? = nil) throws {
+        let compute = compute ?? self.compute
+        try weight.withWeight { w in
+            if compute == .bf16 {
+                ql_matmul4_lora_backward_bf16(w, dy.f32, dh.f32, a.f32, Int64(r), Int64(m), dx.f32)
+            } else {
+                ql_matmul4_lora_backward_f32(w, dy.f32, dh.f32, a.f32, Int64(r), Int64(m), dx.f32)
+            }
+        }
+    }
+
     /// x [..., in] -> [..., out], differentiable with respect to x (and the bias).
     public func forward(_ x: Tensor) throws -> Tensor {
         guard let k = x.shape.last, x.ndim >= 1 else {

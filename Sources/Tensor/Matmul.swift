@@ -34,7 +34,11 @@ extension Tensor {
     /// x [..., k] W^T for a weight W [n, k] stored as a Linear layer keeps it: one sgemm that reads
     /// W transposed in place, where matmul(W.transpose) would copy W (and keep the copy for
     /// backward). Backward: dx = dy W, dW = dy^T x (summed over every leading dim of x).
-    public func linear(_ w: Tensor) throws -> Tensor {
+    /// bf16: the forward product and dx with bf16-rounded operands and f32 sums (the 4-bit kernel's
+    /// panel machinery, ql_matmul_dense_bf16; OpenBLAS here has no bf16 gemm); dW stays f32. Up to
+    /// `Tensor.bf16LinearMinRows - 1` rows (token-by-token generation) the f32 products run
+    /// instead: packing W's bf16 panels would cost more than a matrix-vector product saves.
+    public func linear(_ w: Tensor, bf16 wantBF16: Bool = false) throws -> Tensor {
         let fn = "qlora.linear"
         if !dtype.isFloat || !w.dtype.isFloat {
             throw TensorError("\(fn): expected floating tensors, got \(dtype.name) and \(w.dtype.name)")
@@ -43,9 +47,14 @@ extension Tensor {
             throw TensorError("\(fn): input \(Shape.describe(shape)) does not fit weight \(Shape.describe(w.shape)) (expected [..., in] and [out, in])")
         }
         let n = w.shape[0], m = count / max(k, 1)
+        let bf16 = wantBF16 && m >= Tensor.bf16LinearMinRows
         let xf = try asF32(), wf = try w.asF32()
         let out = try Tensor(shape: Array(shape.dropLast()) + [n], dtype: .f32, zeroed: false)
-        try Tensor.gemm(false, true, xf, wf, out, 1, m, n, k)
+        if bf16 {
+            ql_matmul_dense_bf16(xf.f32, Int64(m), wf.f32, Int64(n), Int64(k), out.f32)
+        } else {
+            try Tensor.gemm(false, true, xf, wf, out, 1, m, n, k)
+        }
         let type = DType.promote(dtype, w.dtype)
         let result = type == .f32 ? out : try out.converted(to: type)
         let x = self
@@ -54,7 +63,11 @@ extension Tensor {
             var gx: Tensor? = nil, gw: Tensor? = nil
             if x.tracksGrad {
                 let t = try Tensor(shape: x.shape, dtype: .f32, zeroed: false)
-                try Tensor.gemm(false, false, gf, wf, t, 1, m, k, n)      // dy [m,n] W [n,k]
+                if bf16 {
+                    ql_matmul_dense_backward_bf16(gf.f32, Int64(m), wf.f32, Int64(n), Int64(k), t.f32)
+                } else {
+                    try Tensor.gemm(false, false, gf, wf, t, 1, m, k, n)  // dy [m,n] W [n,k]
+                }
                 gx = t
             }
             if w.tracksGrad {
@@ -97,6 +110,9 @@ extension Tensor {
 
     /// c[i] = op(a[i]) x op(b[i]) for nb batches, c [m, n]; op transposes a stored matrix. All
     /// three are f32 and contiguous (callers check). With alpha and beta: c = alpha op(a) op(b) + beta c.
+    /// Rows from which `linear(_:bf16:)` uses the bf16 products.
+    public static let bf16LinearMinRows = 5
+
     public static func gemm(_ ta: Bool, _ tb: Bool, _ a: Tensor, _ b: Tensor, _ c: Tensor,
                      _ nb: Int, _ m: Int, _ n: Int, _ k: Int, alpha: Float = 1, beta: Float = 0) throws {
         if m == 0 || n == 0 { return }

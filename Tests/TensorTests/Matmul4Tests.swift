@@ -4,6 +4,10 @@
 // double-quantized absmax, blocks 32 / 64 / 256, shapes that are not multiples of any tile
 // (M = 1, 3, 17; N = 33; K = 80; blocks crossing rows; odd K), bias on and off; one and two
 // threads must give the same bits. Each test restores the ISA level and thread count it found.
+// The LoRA variants (ql_matmul4_lora_*): y bitwise as the plain product, h = x A^T and
+// dx = dy W + dh A against the dense products and the scalar level, over M = 1..5 and 17, ranks
+// that fill no tile and one that spans two tiles and two reduction chunks. The dense bf16
+// products (ql_matmul_dense_bf16*) against the dense product of the bf16-rounded operands.
 //
 // Error norm: an output o = sum_i a_i w_i (+ bias) is checked as |got - want| <= tol * S with
 // S = sum_i |a_i w_i| (+ |bias|), the magnitude sum of its terms in double. This is the scale
@@ -377,5 +381,154 @@ final class Matmul4Tests: KernelTestCase {
         var dx = [Float](repeating: .nan, count: 8)
         ql_matmul4_backward_bf16(&empty, [], 2, &dx)
         XCTAssertEqual(dx, [Float](repeating: 0, count: 8))
+    }
+
+    // MARK: - LoRA extension
+
+    private func loraForward(_ w: QWeight, _ x: [Float], m: Int, bias: [Float]?, a: [Float],
+                             r: Int, bf16: Bool) -> (y: [Float], h: [Float]) {
+        var y = [Float](repeating: .nan, count: m * w.rows)
+        var h = [Float](repeating: .nan, count: m * r)
+        w.withC { wp in
+            if bf16 { ql_matmul4_lora_bf16(wp, x, Int64(m), bias, &y, a, Int64(r), &h) }
+            else { ql_matmul4_lora_f32(wp, x, Int64(m), bias, &y, a, Int64(r), &h) }
+        }
+        return (y, h)
+    }
+
+    private func loraBackward(_ w: QWeight, _ dy: [Float], _ dh: [Float], a: [Float], r: Int,
+                              m: Int, bf16: Bool) -> [Float] {
+        var dx = [Float](repeating: .nan, count: m * w.cols)
+        w.withC { wp in
+            if bf16 { ql_matmul4_lora_backward_bf16(wp, dy, dh, a, Int64(r), Int64(m), &dx) }
+            else { ql_matmul4_lora_backward_f32(wp, dy, dh, a, Int64(r), Int64(m), &dx) }
+        }
+        return dx
+    }
+
+    /// One weight and rank: forward (bias off / on) and backward, f32 and bf16, every level.
+    private func checkLoRA(_ w: QWeight, m: Int, r: Int, seed: UInt64) {
+        let k = w.cols, n = w.rows
+        let x = normal(m * k, seed: seed, scale: 1), a = normal(r * k, seed: seed + 1, scale: 0.1)
+        let dy = normal(m * n, seed: seed + 2, scale: 1), dh = normal(m * r, seed: seed + 3, scale: 1)
+        let bias = normal(n, seed: seed + 4, scale: 0.5)
+        let hExact = denseForward(a, rows: r, cols: k, x, m: m, bias: nil)
+        let hExactBF = denseForward(roundBF16(a), rows: r, cols: k, roundBF16(x), m: m, bias: nil)
+        for bf16 in [false, true] {
+            for useBias in [false, true] {
+                let b = useBias ? bias : nil
+                let what = "lora forward \(bf16 ? "bf16" : "f32") \(w.name) M \(m) r \(r) bias \(useBias)"
+                let results = perLevel(what) {
+                    // y, h, then the plain product's y at the same level
+                    let o = loraForward(w, x, m: m, bias: b, a: a, r: r, bf16: bf16)
+                    return o.y + o.h + forward(w, x, m: m, bias: b, bf16: bf16)
+                }
+                let hAt = (m * n)..<(m * n + m * r)
+                let scalarH = Array(results[0].1[hAt])
+                for (level, out) in results {
+                    let at = "\(what) at \(levelName(level))"
+                    assertSameBits(Array(out[..<(m * n)]), Array(out[(m * n + m * r)...]),
+                                   "\(at): y vs the plain product")
+                    let h = Array(out[hAt])
+                    let ref = bf16 ? hExactBF : hExact
+                    assertWithin(h, ref.value, ref.norm, tol: 1e-5, "\(at): h vs dense")
+                    assertWithin(h, scalarH.map { Double($0) }, ref.norm, tol: 1e-5,
+                                 "\(at): h vs scalar level")
+                }
+            }
+        }
+        // backward: [dy | dh] against [W ; A] as one dense product
+        let stacked: [Float] = w.dense + a
+        var joined: [Float] = []
+        for i in 0..<m {
+            let dyRow: ArraySlice<Float> = dy[(i * n)..<((i + 1) * n)]
+            let dhRow: ArraySlice<Float> = dh[(i * r)..<((i + 1) * r)]
+            joined.append(contentsOf: dyRow)
+            joined.append(contentsOf: dhRow)
+        }
+        let exact = denseBackward(stacked, rows: n + r, cols: k, joined, m: m)
+        let exactBF = denseBackward(roundBF16(stacked), rows: n + r, cols: k, roundBF16(joined), m: m)
+        for bf16 in [false, true] {
+            let what = "lora backward \(bf16 ? "bf16" : "f32") \(w.name) M \(m) r \(r)"
+            let results = perLevel(what) { loraBackward(w, dy, dh, a: a, r: r, m: m, bf16: bf16) }
+            let scalar = results[0].1
+            let ref = bf16 ? exactBF : exact
+            for (level, dx) in results {
+                let at = "\(what) at \(levelName(level))"
+                assertWithin(dx, ref.value, ref.norm, tol: 1e-5, "\(at) vs dense")
+                if bf16 {
+                    assertWithin(dx, exact.value, exact.norm, tol: 1e-2, "\(at) vs f32 product")
+                }
+                assertWithin(dx, scalar.map { Double($0) }, ref.norm, tol: 1e-5,
+                             "\(at) vs scalar level")
+            }
+        }
+    }
+
+    /// M = 1..5 on the small-M layout (K = 128) and the panel layout (K = 80, odd N), ranks 1,
+    /// 5 and 16 (no tile multiple), double-quantized and plain absmax.
+    func testLoRAExtensionSmallAndOddShapes() {
+        let small = makeWeight(type: Self.nf4, rows: 37, cols: 128, block: 64, double: true, seed: 1100)
+        let panel = makeWeight(type: Self.fp4, rows: 33, cols: 80, block: 32, double: false, seed: 1200)
+        for m in 1...5 {
+            for (i, r) in [1, 5, 16].enumerated() {
+                checkLoRA(small, m: m, r: r, seed: UInt64(1300 + 10 * m + i))
+                checkLoRA(panel, m: m, r: r, seed: UInt64(1400 + 10 * m + i))
+            }
+        }
+    }
+
+    /// Larger M with several column tiles, a rank spanning several panels and more than one
+    /// reduction chunk of the extension (r = 300), K over several chunks, and row groups.
+    func testLoRAExtensionTilesAndChunks() {
+        let w = makeWeight(type: Self.nf4, rows: 300, cols: 96, block: 64, double: false, seed: 1500)
+        checkLoRA(w, m: 17, r: 7, seed: 1600)
+        checkLoRA(w, m: 13, r: 300, seed: 1700)
+        let long = makeWeight(type: Self.nf4, rows: 20, cols: 1100, block: 256, double: true, seed: 1800)
+        checkLoRA(long, m: 3, r: 16, seed: 1900)
+        checkLoRA(long, m: 29, r: 16, seed: 2000)
+        // few column tiles and M >= 2 * 256: rows split into groups, h shared out per group
+        let narrow = makeWeight(type: Self.fp4, rows: 20, cols: 64, block: 64, double: false, seed: 2050)
+        checkLoRA(narrow, m: 600, r: 16, seed: 2060)
+    }
+
+    // MARK: - Dense bf16 products
+
+    private func checkDense(m: Int, n: Int, k: Int, seed: UInt64) {
+        let x = normal(m * k, seed: seed, scale: 1), w = normal(n * k, seed: seed + 1, scale: 0.1)
+        let dy = normal(m * n, seed: seed + 2, scale: 1)
+        let fwd = denseForward(roundBF16(w), rows: n, cols: k, roundBF16(x), m: m, bias: nil)
+        let bwd = denseBackward(roundBF16(w), rows: n, cols: k, roundBF16(dy), m: m)
+        let fwdF32 = denseForward(w, rows: n, cols: k, x, m: m, bias: nil)
+        let what = "dense bf16 [\(m)x\(k)] x [\(n)x\(k)]^T"
+        let ys = perLevel("\(what) forward") {
+            var y = [Float](repeating: .nan, count: m * n)
+            ql_matmul_dense_bf16(x, Int64(m), w, Int64(n), Int64(k), &y)
+            return y
+        }
+        for (level, y) in ys {
+            let at = "\(what) forward at \(levelName(level))"
+            assertWithin(y, fwd.value, fwd.norm, tol: 1e-5, "\(at) vs bf16 operands")
+            assertWithin(y, fwdF32.value, fwdF32.norm, tol: 1e-2, "\(at) vs f32 product")
+        }
+        let dxs = perLevel("\(what) backward") {
+            var dx = [Float](repeating: .nan, count: m * k)
+            ql_matmul_dense_backward_bf16(dy, Int64(m), w, Int64(n), Int64(k), &dx)
+            return dx
+        }
+        for (level, dx) in dxs {
+            assertWithin(dx, bwd.value, bwd.norm, tol: 1e-5,
+                         "\(what) backward at \(levelName(level)) vs bf16 operands")
+        }
+    }
+
+    /// Odd shapes (no tile multiple), one and several column tiles and reduction chunks
+    /// (N = 1100 backward runs two bf16 chunks), M = 1 and rows over several tiles.
+    func testDenseBF16Products() {
+        checkDense(m: 1, n: 33, k: 80, seed: 2100)
+        checkDense(m: 5, n: 7, k: 5, seed: 2200)
+        checkDense(m: 17, n: 300, k: 96, seed: 2300)
+        checkDense(m: 29, n: 1100, k: 40, seed: 2400)
+        checkDense(m: 3, n: 20, k: 1100, seed: 2500)
     }
 }

@@ -1,7 +1,8 @@
 -- The fused kernel ops (RMSNorm, RoPE, causal GQA attention, SwiGLU, cross-entropy, a 4-bit
 -- layer with its LoRA adapters as one node) against the
 -- composed tensor-op versions: the script reruns itself with QLORA_FUSED=0 (the composed path),
--- which saves its logits, losses and LoRA gradients, and compares them with the fused ones.
+-- which saves its logits, losses and LoRA gradients, and compares them with the fused ones
+-- (bf16 compute within bf16 rounding: the fused node computes x A^T and dh A in bf16).
 -- Linux: finds the qlora binary through /proc.
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
@@ -23,7 +24,7 @@ end
 -- The same with an NF4 base (f32 or bf16 compute) and two plain adapters on the attention
 -- projections: each 4-bit layer with its adapters is one fused node. With dropout (training
 -- mode) both runs draw the same masks, in the same order.
-local function quant_results(out, compute, dropout)
+local function quant_results(out, compute, dropout, few_rows)
   local model = q.llama{ vocab = 97, hidden = 64, layers = 2, heads = 8, kv_heads = 2, intermediate = 96, seed = 7 }
   model:quantize{ type = "nf4", block = 64, double_quant = true, compute = compute }
   model:add_lora{ r = 4, alpha = 8, targets = "all-linear", seed = 3, dropout = dropout or 0 }
@@ -33,6 +34,10 @@ local function quant_results(out, compute, dropout)
   end
   if dropout then model:train(true); compute = compute .. ".dropout" end
   local _, ids, labels = model_and_data()
+  if few_rows then -- 3 rows: the adapters' own sgemms (no shared pass) in the fused node
+    ids, labels = q.tensor({ { 1, 5, 9 } }, { dtype = "i64" }), nil
+    compute = compute .. ".few_rows"
+  end
   out[compute .. ".logits"] = model:forward(ids)
   local loss = model:loss(ids, labels)
   out[compute .. ".loss"] = q.tensor({ loss:item() })
@@ -48,6 +53,7 @@ local function results()
   quant_results(out, "f32")
   quant_results(out, "bf16")
   quant_results(out, "f32", 0.25)
+  quant_results(out, "f32", nil, true)
   local loss = model:loss(ids, labels)
   out.loss = q.tensor({ loss:item() })
   out.fused = q.tensor({ loss.grad_fn == "cross_entropy" and 1 or 0 })
@@ -80,12 +86,16 @@ T.case("fused ops give the composed ops' logits, loss, LoRA gradients and genera
     local have = assert(got[name], "missing " .. name)
     local scale = want:abs():max():item()
     local d = max_abs_diff(have, want)
+    -- bf16 compute: the fused node multiplies x by A (and dh by A) in bf16 like W, the composed
+    -- LoRA in f32; with these large random adapters that moves logits by about 0.7% and the
+    -- smallest LoRA gradients by up to about 2% of their largest entry (f32 stays at 1e-5)
+    local tol = name:match("^bf16%.") and 5e-2 or 1e-5
     if name == "generated" then T.eq(d, 0, "greedy tokens")
-    else assert(d <= 1e-5 * scale + 1e-7, name .. " differs by " .. d .. " (scale " .. scale .. ")") end
+    else assert(d <= tol * scale + 1e-7, name .. " differs by " .. d .. " (scale " .. scale .. ")") end
     n = n + 1
   end
-  -- dense: logits, loss, generated, 28 LoRA grads; per NF4 model (3): logits, loss, 28 + 8 grads
-  T.eq(n, 3 + 2 * 7 * 2 + 3 * (2 + 2 * 7 * 2 + 2 * 2 * 2), "values compared")
+  -- dense: logits, loss, generated, 28 LoRA grads; per NF4 model (4): logits, loss, 28 + 8 grads
+  T.eq(n, 3 + 2 * 7 * 2 + 4 * (2 + 2 * 7 * 2 + 2 * 2 * 2), "values compared")
 end)
 
 T.case("the loss ignores -100 labels and keeps its errors", function()

@@ -79,6 +79,29 @@ void ql_matmul4_backward_f32(const ql_qweight *w, const float *dy, int64_t M, fl
 void ql_matmul4_bf16(const ql_qweight *w, const float *x, int64_t M, const float *bias, float *y);
 void ql_matmul4_backward_bf16(const ql_qweight *w, const float *dy, int64_t M, float *dx);
 
+// LoRA's down-projection on the same pass over the input: y as ql_matmul4_* and h[M, r] =
+// x[M, K] A^T with A [r, K] dense f32 (one adapter's A, or several stacked), computed from the
+// packed x the base product already holds. bf16 compute rounds A like W (h then comes from
+// bf16-rounded x and A with f32 sums). r <= 0 or a == NULL: h is not touched.
+void ql_matmul4_lora_f32(const ql_qweight *w, const float *x, int64_t M, const float *bias,
+                         float *y, const float *a, int64_t r, float *h);
+void ql_matmul4_lora_bf16(const ql_qweight *w, const float *x, int64_t M, const float *bias,
+                          float *y, const float *a, int64_t r, float *h);
+// dx[M, K] = dy[M, N] W + dh[M, r] A: [dy | dh] read as one input whose reduction runs over the
+// N rows of W, then the r rows of A (bf16 compute rounds dh and A too).
+void ql_matmul4_lora_backward_f32(const ql_qweight *w, const float *dy, const float *dh,
+                                  const float *a, int64_t r, int64_t M, float *dx);
+void ql_matmul4_lora_backward_bf16(const ql_qweight *w, const float *dy, const float *dh,
+                                   const float *a, int64_t r, int64_t M, float *dx);
+
+// Dense products with bf16 compute on the same panel machinery (no 4-bit weight; W [N, K] f32):
+// y[M, N] = x[M, K] W^T and dx[M, K] = dy[M, N] W, operands rounded to bf16, f32 sums (the BF16
+// dot instructions where the CPU has them). For a frozen dense head under compute = "bf16".
+void ql_matmul_dense_bf16(const float *x, int64_t M, const float *w, int64_t N, int64_t K,
+                          float *y);
+void ql_matmul_dense_backward_bf16(const float *dy, int64_t M, const float *w, int64_t N,
+                                   int64_t K, float *dx);
+
 #ifdef __cplusplus
 }
 #endif
