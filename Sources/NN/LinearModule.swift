@@ -85,9 +85,10 @@ public final class LinearModule {
 
 extension LinearModule {
     /// A 4-bit base with only plain LoRA adapters active (no DoRA) runs as one node
-    /// (QuantLoRAOp); nil when that does not apply or fused ops are off.
+    /// (QuantLoRAOp); nil when that does not apply, fused ops are off, or the layer computes in
+    /// the bitsandbytes-compatible mode (which only QuantLinear.forward implements).
     func fusedQuantLoRA(_ x: Tensor, training: Bool) throws -> Tensor? {
-        guard Functional.fused, adaptersEnabled, case .quantized(let q) = base else { return nil }
+        guard Functional.fused, adaptersEnabled, case .quantized(let q) = base, q.compute != .bnbBF16 else { return nil }
         let active = adapters.filter { !$0.adapter.merged && (activeAdapters?.contains($0.name) ?? true) }
         if active.isEmpty || active.contains(where: { $0.adapter.isDoRA }) { return nil }
         // each adapter's dropout drawn in adapter order, as the composed layer draws them

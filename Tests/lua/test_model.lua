@@ -45,6 +45,11 @@ T.case("the saved 4-bit checkpoint with compute bnb_bf16 matches bitsandbytes wi
   local model = q.load_model(fixtures .. "tiny-llama-bnb-nf4", { compute = "bnb_bf16" })
   local d = max_abs_diff(model:forward(reload.input_ids), reload.logits)
   assert(d <= 1e-3, "logits differ by " .. d)
+  -- an adapter whose B is still zero adds nothing: the layers keep the bitsandbytes arithmetic
+  -- when they carry adapters too
+  local plain = model:forward(reload.input_ids)
+  model:add_lora{ r = 4, alpha = 8, targets = "all-linear", seed = 1 }
+  T.eq(max_abs_diff(model:forward(reload.input_ids), plain), 0)
   -- the reference before saving is out of reach of the saved file, for bitsandbytes too
   local before = q.load_tensors(fixtures .. "tiny-llama-bnb-nf4-logits.safetensors")
   local shift = max_abs_diff(reload.logits, before.logits)
