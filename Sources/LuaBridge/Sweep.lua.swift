@@ -9,7 +9,7 @@
 let sweepSource = #"""
 local q, sys = ...
 
-local allowed = { grid = true, random = true, run = true, parallel = true, out = true, seed = true }
+local allowed = { grid = true, random = true, run = true, parallel = true, out = true, seed = true, timeout = true }
 local reserved = { out = true }
 -- Most workers at once, most points of a grid, and the largest magnitude an integer = true
 -- random range may reach (beyond it floats no longer hold every integer).
@@ -84,7 +84,7 @@ local function check_options(opts)
   if type(opts) ~= "table" then return "expected a table of options, got " .. type(opts) end
   for k in pairs(opts) do
     if not allowed[k] then
-      return "unknown option '" .. tostring(k) .. "' (expected grid, random, run, parallel, out, seed)"
+      return "unknown option '" .. tostring(k) .. "' (expected grid, random, run, parallel, out, seed, timeout)"
     end
   end
   if opts.out == nil then return "missing option 'out' (the sweep's directory)" end
@@ -93,6 +93,10 @@ local function check_options(opts)
   local p = opts.parallel
   if p ~= nil and (type(p) ~= "number" or math.tointeger(p) == nil or p < 1 or p > max_parallel) then
     return "option 'parallel' must be an integer in 1..." .. max_parallel .. ", got " .. (type(p) == "number" and tostring(p) or "a " .. type(p))
+  end
+  local t = opts.timeout
+  if t ~= nil and (type(t) ~= "number" or not (t > 0) or t == math.huge) then
+    return "option 'timeout' must be a number of seconds > 0, got " .. tostring(t)
   end
   local s = opts.seed
   if s ~= nil and (type(s) ~= "number" or math.tointeger(s) == nil or s < 0) then
@@ -471,6 +475,15 @@ local function run_points(opts, points, out_abs, parallel)
           nrunning = nrunning - 1
           finished = true
           finish(job, kind, code)
+        elseif opts.timeout and q.clock() - job.started > opts.timeout then
+          -- A point past its time limit: stop its worker and record why.
+          sys.stop(pid)
+          running[pid] = nil
+          nrunning = nrunning - 1
+          finished = true
+          local msg = string.format("timed out after %gs (timeout = %g); the worker was stopped", opts.timeout, opts.timeout)
+          local tail = tail_lines(job.log, 12)
+          record(job.point, job.started, "error", nil, tail ~= "" and (msg .. "\n" .. tail) or msg)
         end
       end
       if not finished and nrunning > 0 then sys.sleep(0.02) end

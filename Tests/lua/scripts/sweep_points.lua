@@ -6,6 +6,7 @@
 -- MODE "reseed": MODE "ok"'s sweep with the sweep seed given as the third argument.
 -- MODE "ok": three points that succeed.  MODE "slow": four points of 0.4 s, one at a time.
 -- MODE "overlap": three points of 1 s recording their start and end (parallel = 1 here).
+-- MODE "timeout": timeout = 1 s; one point returns at once, one sleeps 30 s (stopped at 1 s).
 -- Every point appends "<sweep> <id>" to OUT/ran.txt when it ends; every run of the script's
 -- top level appends a line to OUT/top.txt. The returned lists are written to OUT/returned.lua.
 local q = require "qlora"
@@ -79,6 +80,13 @@ elseif mode == "overlap" then
       local t0 = q.clock()
       os.execute("sleep 1")
       return { value = cfg.i, started = t0, ended = q.clock() }
+    end })
+elseif mode == "timeout" then
+  returned("timeout", q.sweep{ grid = { wait = { 0, 30 } }, out = out .. "/timeout", parallel = 2, timeout = 1,
+    run = function(cfg)
+      if cfg.wait > 0 then print("waiting " .. cfg.wait .. " s"); io.stdout:flush(); os.execute("sleep " .. cfg.wait) end
+      append(out .. "/ran.txt", "timeout " .. cfg.wait)
+      return { value = cfg.wait }
     end })
 elseif mode == "random" then
   returned("random", q.sweep{ random = { n = 4, space = { lr = { min = 1e-4, max = 1e-2, log = true }, r = { 4, 8, 16 },
