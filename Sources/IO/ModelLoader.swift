@@ -75,15 +75,34 @@ public enum ModelLoader {
         }
         let model = try LlamaModel(config: c, embedding: embedding, layers: layers, norm: norm, lmHead: head)
         model.sourcePath = dir
+        warnAboutUnused(weights.unused, dir: dir, config: c)
         if (options.quant != nil || checkpointQuant != nil) && options.compute == .bf16 { model.headCompute = .bf16 }
         return model
     }
 }
 
+/// Tensors the model did not read are a sign that config.json and the weights disagree (more
+/// layers in the files than num_hidden_layers, say): loading goes on, as transformers does, with
+/// a warning on stderr. Rotary caches and a tied head's copy are expected and not reported.
+private func warnAboutUnused(_ names: [String], dir: String, config c: ModelConfig) {
+    let extra = names.filter { n in
+        !n.hasSuffix("rotary_emb.inv_freq") && !(c.tieWordEmbeddings && n.hasPrefix("lm_head."))
+    }
+    if extra.isEmpty { return }
+    let shown = extra.prefix(4).joined(separator: ", ") + (extra.count > 4 ? ", ..." : "")
+    let message = "qlora: warning: \(dir): \(extra.count) tensor(s) in the weight files are not used by the model config.json describes (\(c.numLayers) layers): \(shown)\n"
+    FileHandle.standardError.write(Data(message.utf8))
+}
+
 /// The weight files of a model directory: one safetensors file, or shards named by an index.
-struct WeightFiles {
+/// Remembers which tensors were read, so the loader can say which ones the model did not use.
+final class WeightFiles {
     private var files: [String: SafetensorsFile] = [:]
     private var location: [String: (file: String, entry: SafetensorsEntry)] = [:]
+    private var used = Set<String>()
+
+    /// Tensors in the files that were never read, sorted.
+    var unused: [String] { location.keys.filter { !used.contains($0) }.sorted() }
 
     init(_ dir: String) throws {
         for path in try ModelFiles.weightFiles(in: dir) {
@@ -97,6 +116,7 @@ struct WeightFiles {
     func file(of name: String) -> String { location[name]?.file ?? "model.safetensors" }
 
     func tensor(_ name: String) throws -> Tensor {
+        used.insert(name)
         guard let (path, entry) = location[name], let f = files[path] else {
             throw IOError(path: files.keys.sorted().first ?? "model.safetensors", reason: "missing tensor \"\(name)\"")
         }
@@ -105,6 +125,9 @@ struct WeightFiles {
 
     /// A weight saved by bitsandbytes/transformers in 4-bit: packed bytes plus its quant state.
     func bnb4bit(_ name: String, shape: [Int]) throws -> QuantizedTensor {
+        // the quant state's parts belong to this weight, including the ones qlora rebuilds itself
+        // (the 16-entry code in ".quant_map")
+        for k in location.keys where k.hasPrefix(name + ".") { used.insert(k) }
         let stateName = location.keys.first { $0.hasPrefix(name + ".quant_state.bitsandbytes__") }
         guard let sn = stateName else {
             throw IOError(path: file(of: name), reason: "4-bit weight \"\(name)\" has no quant_state entry")

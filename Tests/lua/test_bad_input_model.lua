@@ -58,6 +58,26 @@ T.case("generate stops at max_positions (max_tokens = maxinteger does not run fo
   T.errors(function() q.llama(cfg { max_positions = 0 }) end, "qlora.llama", "max_position_embeddings must be > 0")
 end)
 
+T.case("weights config.json does not describe are reported on stderr, and loading goes on", function()
+  local dir = os.tmpname(); os.remove(dir)
+  q.llama(cfg { layers = 2 }):save(dir)
+  local f = assert(io.open(dir .. "/config.json")); local text = f:read("a"); f:close()
+  text = text:gsub('"num_hidden_layers":%s*2', '"num_hidden_layers": 1')
+  f = assert(io.open(dir .. "/config.json", "w")); f:write(text); f:close()
+  local script = dir .. "/load.lua"
+  f = assert(io.open(script, "w"))
+  f:write('local q = require "qlora"; print("layers " .. q.load_model(arg[1]):config().num_hidden_layers)\n'); f:close()
+  local p = io.popen(string.format("%q run %q %q 2>&1", arg[-1], script, dir)); local out = p:read("a"); p:close()
+  assert(out:find("layers 1", 1, true), out)
+  assert(out:find("warning: ", 1, true) and out:find("9 tensor(s) in the weight files are not used", 1, true)
+         and out:find("model.layers.1.", 1, true), out)
+  -- the directory as saved loads without a warning
+  q.llama(cfg { layers = 2 }):save(dir)
+  p = io.popen(string.format("%q run %q %q 2>&1", arg[-1], script, dir)); out = p:read("a"); p:close()
+  assert(out:find("layers 2", 1, true) and not out:find("warning", 1, true), out)
+  q.rmtree(dir)
+end)
+
 T.case("token ids outside the vocab name the model function, not an internal op", function()
   local m = q.llama(cfg {})
   T.errors(function() m:forward({ -1, 2 }) end, "qlora.Model.forward: token id -1 at position 1 is out of range for a vocab of 64")
