@@ -9,7 +9,8 @@ import Quant
 enum GenerateCommand {
     static let help = """
     usage: qlora generate MODEL_DIR --prompt TEXT [--adapter DIR] [--quant nf4|fp4|none]
-                          [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+                          [--compute f32|bf16|bnb_bf16] [--max-tokens N] [--temperature T]
+                          [--top-k K] [--top-p P] [--seed S]
 
     Loads the model in MODEL_DIR (which must hold tokenizer.json), encodes TEXT with its
     tokenizer and streams the generated text to stdout as each token arrives. Stops at an eos
@@ -22,6 +23,8 @@ enum GenerateCommand {
       --quant nf4|fp4|none  decoder linears: quantize on load to nf4 / fp4 (block 64, double
                           quantization), or none (dense). Default: as stored (a bitsandbytes 4-bit
                           checkpoint stays 4-bit, a dense one stays dense)
+      --compute C         arithmetic of the 4-bit layers: f32 (the default), bf16, or bnb_bf16
+                          (bitsandbytes' CPU inference numbers, to compare with them)
       --max-tokens N      most new tokens (an integer >= 0, default 64)
       --temperature T     0 is greedy (the default); > 0 samples
       --top-k K           sample among the K most likely tokens (0 = all, the default)
@@ -40,7 +43,8 @@ enum GenerateCommand {
         let spec = CommandSpec(options: ["prompt": .value("the prompt text"), "adapter": .value("an adapter directory"),
                                          "quant": .value("nf4, fp4 or none"), "max-tokens": .value("an integer >= 0"),
                                          "temperature": .value("a number >= 0"), "top-k": .value("an integer >= 0"),
-                                         "top-p": .value("a number in (0, 1]"), "seed": .value("an integer >= 0")],
+                                         "top-p": .value("a number in (0, 1]"), "seed": .value("an integer >= 0"),
+                                         "compute": .value("f32, bf16 or bnb_bf16")],
                                positionals: ["MODEL_DIR"])
         let a = try CommandLineArgs(command: "generate", args, spec)
         if a.wantsHelp { print(help); return ExitStatus.success }
@@ -48,6 +52,7 @@ enum GenerateCommand {
         guard let prompt = a.string("prompt") else { throw UsageError("missing --prompt TEXT (the text to continue)") }
         let adapter = try a.string("adapter").map { try CommandLineArgs.existingDirectory($0, "--adapter DIR") }
         let quant = try a.choice("quant", ["nf4", "fp4", "none"])
+        let compute = try a.choice("compute", ComputeType.allCases.map { $0.rawValue }).flatMap { ComputeType(rawValue: $0) }
         var o = GenerationOptions()
         o.maxTokens = try a.int("max-tokens", min: 0, default: 64)
         o.temperature = try a.double("temperature", 0...Double.greatestFiniteMagnitude, what: "a number >= 0", default: 0)
@@ -65,6 +70,7 @@ enum GenerateCommand {
         }
         let (_, stored) = try ModelConfigFile.load(configPath)
         var load = LoadOptions()
+        if let c = compute { load.compute = c }
         if let q = quant, q != "none" {
             let options = try QuantOptions(type: QuantType(rawValue: q) ?? .nf4, block: 64, doubleQuant: true)
             if let s = stored, s.options.type != options.type {

@@ -192,6 +192,8 @@ check "--max-tokens 0 writes an empty line" "got '$z'" test -z "$z"
 expect "generate 0 tokens reports 0" 0 "^\[0 tokens in" -- q generate "$tmp/tok" --prompt "hi" --max-tokens 0
 expect "generate --quant nf4" 0 "tokens in" -- q generate "$tmp/tok" --prompt "hello" --max-tokens 8 --quant nf4
 expect "generate from the quantized copy" 0 "\[8 tokens in" -- q generate "$tmp/tokq" --prompt "hello" --max-tokens 8
+expect "generate --compute bnb_bf16" 0 "\[8 tokens in" -- q generate "$tmp/tokq" --prompt "hello" --max-tokens 8 --compute bnb_bf16
+expect "generate --compute with a bad value" 2 "--compute expects one of f32, bf16, bnb_bf16, got .f16." -- q generate "$tmp/tokq" --prompt "hello" --compute f16
 expect "generate --quant none on a 4-bit model" 1 "stored in 4-bit nf4; --quant none" -- q generate "$tmp/tokq" --prompt "hello" --quant none
 expect "generate with an adapter" 0 "tokens in" -- q generate "$tmp/tok" --adapter "$fx/tiny-llama-lora" --prompt "hello world" --max-tokens 12
 c=$(gen "$tmp/tok" --adapter "$fx/tiny-llama-lora" --prompt "hello world" --max-tokens 12)
