@@ -78,12 +78,10 @@ enum SweepBindings {
                 }
                 return 2
             }),
-            // sys.stop(pid): SIGKILL a worker and reap it (when the sweep itself fails).
+            // sys.stop(pid): SIGKILL a worker and its process group, and reap it (a point past its
+            // timeout, or the sweep itself failing).
             ("stop", { a in
-                let pid = pid_t(try a.integer(1))
-                kill(pid, SIGKILL)
-                var status: Int32 = 0
-                _ = waitpid(pid, &status, 0)
+                WorkerProcess.stop(pid_t(try a.integer(1)))
                 return 0
             }),
             ("pid", { a in lua_pushinteger(a.L, lua_Integer(getpid())); return 1 }),

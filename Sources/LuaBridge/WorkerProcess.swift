@@ -2,6 +2,8 @@
 // extra environment variables and its output in a log file), polling it without blocking, and,
 // on the worker's side, claiming the variables that say which point to run (they are removed
 // from the environment so processes the point starts do not see them) and dying with the parent.
+// Each worker leads its own process group, so stopping it (a timeout, a failed sweep, the parent's
+// death) also stops whatever processes its point started.
 
 import Foundation
 
@@ -13,7 +15,8 @@ enum WorkerProcess {
     }
 
     /// Starts `executable args...` with `env` added to this process's environment, stdin from
-    /// /dev/null and stdout + stderr written to `logPath` (truncated). Returns the process id.
+    /// /dev/null and stdout + stderr written to `logPath` (truncated), as the leader of a new
+    /// process group. Returns the process id (which is also the group's id).
     static func spawn(executable: String, args: [String], env: [String: String], logPath: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -32,10 +35,29 @@ enum WorkerProcess {
             for p in argv { free(p) }
             for p in envp { free(p) }
         }
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attr, 0)
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, &argv, &envp)
+        let rc = posix_spawn(&pid, executable, &actions, &attr, &argv, &envp)
         if rc != 0 { throw LuaError("cannot start a worker (\(executable)): \(String(cString: strerror(rc)))") }
         return pid
+    }
+
+    /// Kills worker `pid` and every process in its group (SIGKILL), then reaps the worker.
+    static func stop(_ pid: pid_t) {
+        kill(-pid, SIGKILL)
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
+    }
+
+    /// Ends this worker and the processes its point started (its group, when it leads one).
+    private static func dieWithParent() -> Never {
+        if getpgrp() == getpid() { kill(0, SIGKILL) }
+        _exit(137)
     }
 
     /// The ending of process `pid`, or nil while it runs (never blocks).
@@ -79,12 +101,12 @@ enum WorkerProcess {
         guard let out = env[outVariable], let point = env[pointVariable], let result = env[resultVariable] else { return }
         assignment = Assignment(out: out, point: point, result: result)
         guard let parentText = env[parentVariable], let parent = pid_t(parentText) else { return }
-        if getppid() != parent { _exit(137) }
+        if getppid() != parent { dieWithParent() }
         watchedParent = parent
         var thread = pthread_t()
         _ = pthread_create(&thread, nil, { _ in
             while true {
-                if getppid() != WorkerProcess.watchedParent { _exit(137) }
+                if getppid() != WorkerProcess.watchedParent { WorkerProcess.dieWithParent() }
                 usleep(100_000)
             }
         }, nil)

@@ -208,6 +208,11 @@ T.case("a point past the timeout is stopped and recorded; the others complete", 
   assert(r["wait=30"].error:find("timed out after 1s", 1, true), r["wait=30"].error)
   assert(r["wait=30"].error:find("waiting 30 s", 1, true), "the log's last lines are in the error")
   T.eq(count(lines(out .. "/ran.txt"), "timeout 30"), 0, "the stopped point never finished")
+  local pid = tonumber(read(out .. "/sleep.pid") or "")
+  assert(pid, "the point recorded the pid of the process it started")
+  -- gone, or a zombie (dead; reaping it is up to whoever adopted it)
+  local stat = read("/proc/" .. pid .. "/stat")
+  assert(stat == nil or stat:match("^%d+ %b() (%a)") == "Z", "the point's own process " .. pid .. " outlived the stopped worker: " .. tostring(stat))
   q.rmtree(out)
 end)
 

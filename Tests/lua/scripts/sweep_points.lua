@@ -84,7 +84,11 @@ elseif mode == "overlap" then
 elseif mode == "timeout" then
   returned("timeout", q.sweep{ grid = { wait = { 0, 30 } }, out = out .. "/timeout", parallel = 2, timeout = 1,
     run = function(cfg)
-      if cfg.wait > 0 then print("waiting " .. cfg.wait .. " s"); io.stdout:flush(); os.execute("sleep " .. cfg.wait) end
+      if cfg.wait > 0 then
+        print("waiting " .. cfg.wait .. " s"); io.stdout:flush()
+        -- a process of the point's own, which stopping the worker must stop too
+        os.execute(string.format("sleep %d & echo $! > %q; wait", cfg.wait, out .. "/sleep.pid"))
+      end
       append(out .. "/ran.txt", "timeout " .. cfg.wait)
       return { value = cfg.wait }
     end })
