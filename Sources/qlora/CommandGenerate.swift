@@ -9,12 +9,12 @@ import Quant
 enum GenerateCommand {
     static let help = """
     usage: qlora generate MODEL_DIR --prompt TEXT [--adapter DIR] [--quant nf4|fp4|none]
-                          [--compute f32|bf16|bnb_bf16] [--max-tokens N] [--temperature T]
-                          [--top-k K] [--top-p P] [--seed S]
+                          [--compute f32|bf16|bnb_bf16] [--max-tokens N] [--stop TEXT]
+                          [--temperature T] [--top-k K] [--top-p P] [--seed S]
 
     Loads the model in MODEL_DIR (which must hold tokenizer.json), encodes TEXT with its
     tokenizer and streams the generated text to stdout as each token arrives. Stops at an eos
-    token or after --max-tokens.
+    token, at the stop text, or after --max-tokens.
 
     options:
       --prompt TEXT       the prompt (required)
@@ -26,6 +26,7 @@ enum GenerateCommand {
       --compute C         arithmetic of the 4-bit layers: f32 (the default), bf16, or bnb_bf16
                           (bitsandbytes' CPU inference numbers, to compare with them)
       --max-tokens N      most new tokens (an integer >= 0, default 64)
+      --stop TEXT         stop when the generated text contains TEXT (TEXT is not printed)
       --temperature T     0 is greedy (the default); > 0 samples
       --top-k K           sample among the K most likely tokens (0 = all, the default)
       --top-p P           sample within top-p probability mass, in (0, 1] (default 1)
@@ -44,7 +45,7 @@ enum GenerateCommand {
                                          "quant": .value("nf4, fp4 or none"), "max-tokens": .value("an integer >= 0"),
                                          "temperature": .value("a number >= 0"), "top-k": .value("an integer >= 0"),
                                          "top-p": .value("a number in (0, 1]"), "seed": .value("an integer >= 0"),
-                                         "compute": .value("f32, bf16 or bnb_bf16")],
+                                         "compute": .value("f32, bf16 or bnb_bf16"), "stop": .value("the stop text")],
                                positionals: ["MODEL_DIR"])
         let a = try CommandLineArgs(command: "generate", args, spec)
         if a.wantsHelp { print(help); return ExitStatus.success }
@@ -59,6 +60,8 @@ enum GenerateCommand {
         o.topK = try a.int("top-k", min: 0, default: 0)
         o.topP = try a.double("top-p", Double.leastNonzeroMagnitude...1, what: "a number in (0, 1]", default: 1)
         o.seed = UInt64(try a.int("seed", min: 0, default: 0))
+        let stop = a.string("stop")
+        if stop == "" { throw UsageError("--stop expects a non-empty text") }
 
         // Check the cheap things before reading any weight.
         let configPath = dir + "/config.json"
@@ -90,11 +93,11 @@ enum GenerateCommand {
         if let id = ids.first(where: { $0 >= model.config.vocabSize }) {
             throw CommandFailure("the prompt has token id \(id), but the model's vocab_size is \(model.config.vocabSize) (tokenizer.json does not fit this model)")
         }
-        var stream = TextStream(tokenizer)
+        var stream = TextStream(tokenizer, stop: stop)
         let t0 = monotonicSeconds()
         let out = try model.generate(ids, o) { id in
             try stream.append(id)
-            return true
+            return !stream.stopped
         }
         try stream.finish()
         let seconds = monotonicSeconds() - t0
@@ -107,12 +110,19 @@ enum GenerateCommand {
 
 /// Writes the text of a growing list of token ids to stdout as it grows: each step decodes all
 /// ids (special tokens left out) and writes the bytes past what was written. A decode ending in
-/// U+FFFD waits for the next token (a character split across byte-level tokens).
+/// U+FFFD waits for the next token (a character split across byte-level tokens). With a stop
+/// text, the text is cut where it first appears (`stopped` is then true), and the last
+/// `stop.count - 1` bytes wait until they cannot be the start of it.
 struct TextStream {
     let tokenizer: Tokenizer
+    let stop: [UInt8]
     var ids: [Int] = []
     var written: [UInt8] = []
-    init(_ tokenizer: Tokenizer) { self.tokenizer = tokenizer }
+    private(set) var stopped = false
+    init(_ tokenizer: Tokenizer, stop: String? = nil) {
+        self.tokenizer = tokenizer
+        self.stop = Array((stop ?? "").utf8)
+    }
 
     mutating func append(_ id: Int) throws {
         ids.append(id)
@@ -125,13 +135,28 @@ struct TextStream {
     }
 
     private mutating func flush(final: Bool) throws {
-        let text = Array(try tokenizer.decode(ids, skipSpecialTokens: true).utf8)
-        if !final && text.count >= 3 && Array(text.suffix(3)) == [0xEF, 0xBF, 0xBD] { return }
+        if stopped { return }
+        var text = Array(try tokenizer.decode(ids, skipSpecialTokens: true).utf8)
+        if let at = firstIndex(of: stop, in: text) {
+            text = Array(text[..<at])
+            stopped = true
+        } else if !final && !stop.isEmpty {
+            text = Array(text.dropLast(stop.count - 1))
+        }
+        if !final && !stopped && text.count >= 3 && Array(text.suffix(3)) == [0xEF, 0xBF, 0xBD] { return }
         // The shared prefix with what is out already (a decoder may rewrite a leading space).
         var same = 0
         while same < written.count && same < text.count && written[same] == text[same] { same += 1 }
         if same < text.count { emit(Array(text[same...])) }
         written = text
+    }
+
+    private func firstIndex(of needle: [UInt8], in hay: [UInt8]) -> Int? {
+        if needle.isEmpty || hay.count < needle.count { return nil }
+        for i in 0...(hay.count - needle.count) where hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle {
+            return i
+        }
+        return nil
     }
 
     private func emit(_ bytes: [UInt8]) {

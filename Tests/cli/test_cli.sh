@@ -184,6 +184,11 @@ expect "generate" 0 "tokens in .* tokens/s" -- q generate "$tmp/tok" --prompt "h
 a=$(gen "$tmp/tok" --prompt "hello world" --max-tokens 12); b=$(gen "$tmp/tok" --prompt "hello world" --max-tokens 12)
 check "generate writes text to stdout" "empty stdout" test -n "$a"
 check "greedy generation repeats itself" "'$a' vs '$b'" test "$a" = "$b"
+stop_text="${a:4:2}"
+c=$(gen "$tmp/tok" --prompt "hello world" --max-tokens 12 --stop "$stop_text")
+check "--stop cuts the text where the stop text first appears" "'$c' vs '${a%%"$stop_text"*}' (stop '$stop_text')" \
+  test "$c" = "${a%%"$stop_text"*}"
+expect "generate --stop ''" 2 "--stop expects a non-empty text" -- q generate "$tmp/tok" --prompt "hi" --stop ""
 s1=$(gen "$tmp/tok" --prompt "hi" --max-tokens 16 --temperature 1.0 --top-k 40 --top-p 0.95 --seed 5)
 s2=$(gen "$tmp/tok" --prompt "hi" --max-tokens 16 --temperature 1.0 --top-k 40 --top-p 0.95 --seed 5)
 check "sampling with a seed repeats itself" "'$s1' vs '$s2'" test "$s1" = "$s2"
