@@ -12,12 +12,7 @@ local allowed = { sort = true, columns = true, out = true }
 -- the user's call, not a line in this chunk).
 local function fail(msg, level) error("qlora.report: " .. msg, level or 3) end
 
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t) do ks[#ks + 1] = k end
-  table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
-  return ks
-end
+local sorted_keys = sys.sorted_keys  -- defined by q.sweep's chunk
 
 local function flatten(t, prefix, into, depth)
   for _, k in ipairs(sorted_keys(t)) do

@@ -18,12 +18,14 @@ local max_parallel, max_points, max_exact_integer = 1024, 100000, 2 ^ 53
 -- Result lists returned by q.sweep -> their out dir (so q.report can write summary.md there).
 sys.result_dirs = setmetatable({}, { __mode = "k" })
 
-local function sorted_keys(t)
+-- Keys of t in a stable order (shared with q.report's chunk, which is loaded after this one).
+function sys.sorted_keys(t)
   local ks = {}
   for k in pairs(t) do ks[#ks + 1] = k end
   table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
   return ks
 end
+local sorted_keys = sys.sorted_keys
 
 local function is_list(t)
   if type(t) ~= "table" then return false end

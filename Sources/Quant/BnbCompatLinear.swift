@@ -35,22 +35,8 @@ extension QuantLinear {
         if let b = try bias?.asF32() {
             for r in 0..<m { for j in 0..<n { out.f32[r * n + j] += b.f32[j] } }
         }
-        let bias = self.bias
-        var inputs = [x]
-        if let bias = bias { inputs.append(bias) }
-        let inputShape = x.shape
-        return out.recorded("quant_linear_bnb_bf16", inputs) { g in
-            let gf = try g.asF32()
-            var grads: [Tensor?] = []
-            if x.tracksGrad {
-                let dx = try Tensor(shape: inputShape, dtype: .f32, zeroed: false)
-                try Tensor.gemm(false, false, gf, w, dx, 1, m, k, n)
-                grads.append(dx)
-            } else { grads.append(nil) }
-            if let bias = bias {
-                grads.append(bias.tracksGrad ? try gf.reshape([m, n]).reduceDim(.sum, 0, keepDim: false) : nil)
-            }
-            return grads
+        return recordLinear(out, input: x, rows: m, op: "quant_linear_bnb_bf16") { gf, dx in
+            try Tensor.gemm(false, false, gf, w, dx, 1, m, k, n)
         }
     }
 }

@@ -31,6 +31,17 @@ public struct QuantOptions: Equatable {
         self.block = block
         self.doubleQuant = doubleQuant
     }
+
+    /// bitsandbytes' default block of 64 (always valid, so this cannot fail).
+    public static func defaultBlock(_ type: QuantType, doubleQuant: Bool) -> QuantOptions {
+        QuantOptions(checked: type, block: 64, doubleQuant: doubleQuant)
+    }
+
+    private init(checked type: QuantType, block: Int, doubleQuant: Bool) {
+        self.type = type
+        self.block = block
+        self.doubleQuant = doubleQuant
+    }
 }
 
 extension QuantOptions {

@@ -104,17 +104,27 @@ public final class QuantLinear {
         let xf = try x.asF32()
         let out = try Tensor(shape: Array(x.shape.dropLast()) + [n], dtype: .f32, zeroed: false)
         try product(xf, rows: m, into: out)
+        let compute = self.compute
+        return recordLinear(out, input: x, rows: m, op: "quant_linear") { gf, dx in
+            try self.inputGradient(gf, rows: m, into: dx, compute: compute)
+        }
+    }
+
+    /// Records `out` = (product of x) + bias for autograd: backward fills dx [x's shape] with
+    /// `inputGradient(dy, dx)` and sums dy over rows for the bias. Shared by every compute mode.
+    func recordLinear(_ out: Tensor, input x: Tensor, rows m: Int, op: String,
+                      inputGradient: @escaping (_ dy: Tensor, _ dx: Tensor) throws -> Void) -> Tensor {
         let bias = self.bias
+        let n = outFeatures
         var inputs = [x]
         if let bias = bias { inputs.append(bias) }
         let inputShape = x.shape
-        let compute = self.compute
-        return out.recorded("quant_linear", inputs) { g in
+        return out.recorded(op, inputs) { g in
             let gf = try g.asF32()
             var grads: [Tensor?] = []
             if x.tracksGrad {
                 let dx = try Tensor(shape: inputShape, dtype: .f32, zeroed: false)
-                try self.inputGradient(gf, rows: m, into: dx, compute: compute)
+                try inputGradient(gf, dx)
                 grads.append(dx)
             } else { grads.append(nil) }
             if let bias = bias {

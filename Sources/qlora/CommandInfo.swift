@@ -94,8 +94,8 @@ enum InfoCommand {
         }
 
         /// 4-bit formats the memory rows use: NF4 at bitsandbytes' default block of 64.
-        static let nf4 = try! QuantOptions(type: .nf4, block: 64, doubleQuant: false)
-        static let nf4dq = try! QuantOptions(type: .nf4, block: 64, doubleQuant: true)
+        static let nf4 = QuantOptions.defaultBlock(.nf4, doubleQuant: false)
+        static let nf4dq = QuantOptions.defaultBlock(.nf4, doubleQuant: true)
 
         var memory: [(key: String, label: String, bytes: Int)] {
             [("f32", "f32", config.weightBytes(denseBytes: 4, quant: nil)),
