@@ -34,7 +34,7 @@ let package = Package(
                 path: "Sources/LuaBridge"),
         .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "Quant", "IO", "CKernels", "COpenBLAS"],
                           path: "Sources/qlora"),
-        .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "IO"], path: "Tests/TensorTests"),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "COpenBLAS", "IO"], path: "Tests/TensorTests"),
         .testTarget(name: "IOTests", dependencies: ["IO", "Tensor"], path: "Tests/IOTests",
                     resources: []),
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge", "Tensor"],

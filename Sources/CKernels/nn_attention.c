@@ -148,10 +148,9 @@ static void bw_task(void *ctx, int64_t task) {
 static int use_vec(void) { return QL_X86 && ql_isa_current() >= QL_ISA_AVX2; }
 
 // ---- drivers ----------------------------------------------------------------------------------
-// OpenBLAS's own thread count, lowered to 1 while the head tasks run: each head's products are
-// small (t x s x d), so two heads at once on two threads beat one head's product split in two.
-void openblas_set_num_threads(int n);
-int openblas_get_num_threads(void);
+// OpenBLAS runs single-threaded inside the head tasks (ql_blas_single_thread): each head's
+// products are small (t x s x d), so two heads at once on two threads beat one head's product
+// split in two.
 
 typedef struct {
     int vec;
@@ -218,12 +217,10 @@ static void bwd_group(void *ctx, int64_t task) {
     free(p);
 }
 
-// Runs the tasks on the pool with OpenBLAS single-threaded inside them (restored after).
+// Runs the tasks on the pool with OpenBLAS single-threaded inside them.
 static void run_heads(int64_t ntasks, ql_task_fn fn, at_job *J) {
-    int blas = openblas_get_num_threads();
-    if (blas > 1) openblas_set_num_threads(1);
+    ql_blas_single_thread();
     ql_parallel_for(ntasks, fn, J);
-    if (blas > 1) openblas_set_num_threads(blas);
     if (J->failed) abort();
 }
 

@@ -1,5 +1,7 @@
 // Process-wide runtime settings: the ISA level (QLORA_ISA) and the thread count (QLORA_THREADS),
-// applied once at start-up; OpenBLAS gets the same thread count so the two never oversubscribe.
+// applied once at start-up. OpenBLAS keeps one thread of its own: every parallel product is cut
+// into fixed tiles on our pool (ql_sgemm), so the two never oversubscribe and results do not
+// depend on the thread count.
 
 import CKernels
 import COpenBLAS
@@ -15,7 +17,7 @@ public enum Runtime {
         if ql_isa_init_from_env(&buf, buf.count) != 0 {
             throw TensorError(String(cString: buf))
         }
-        openblas_set_num_threads(Int32(ql_threads()))
+        ql_blas_single_thread()
         // Tensor buffers above 1 MB come straight from mmap and go back to the system when freed,
         // so resident memory follows live tensors instead of glibc's grown heap.
         ql_memory_tune()
@@ -25,9 +27,16 @@ public enum Runtime {
     public static var bestIsaName: String { String(cString: ql_isa_name(ql_isa_best())) }
     public static var threads: Int { Int(ql_threads()) }
 
+    /// Runs `body` with OpenBLAS threaded as wide as our pool, then single-threaded again: for
+    /// benchmarks that time OpenBLAS's own multi-threaded products as the reference.
+    public static func withOpenBLASThreads<T>(_ body: () throws -> T) rethrows -> T {
+        openblas_set_num_threads(ql_threads())
+        defer { openblas_set_num_threads(1) }
+        return try body()
+    }
+
     public static func setThreads(_ n: Int) {
         ql_set_threads(Int32(max(1, min(n, 256))))
-        openblas_set_num_threads(ql_threads())
     }
 
     /// Forces an ISA level by name; false when unknown or unsupported here.

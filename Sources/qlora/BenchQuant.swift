@@ -36,14 +36,14 @@ extension Bench {
                 let y = try Tensor(shape: [m, nk], dtype: .f32)
                 let reps = m >= 256 ? 5 : 21
                 let before: () -> Void = cold ? { evictCaches() } : {}
-                let tRef = median(reps, before: before) {
+                let tRef = Runtime.withOpenBLASThreads { median(reps, before: before) {
                     if m == 1 {
                         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(nk), Int32(nk), 1, w.f32, Int32(nk), x.f32, 1, 0, y.f32, 1)
                     } else {
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(nk), Int32(nk), 1,
                                     x.f32, Int32(nk), w.f32, Int32(nk), 0, y.f32, Int32(nk))
                     }
-                }
+                } }
                 for compute in ComputeType.kernelModes {
                     let tOurs = try qw.withWeight { wp in
                         median(reps, before: before) {

@@ -55,11 +55,18 @@ typedef void (*ql_task_fn)(void *ctx, int64_t task);
 void ql_parallel_for(int64_t ntasks, ql_task_fn fn, void *ctx);
 
 // C [m, n] (row stride ldc) = alpha op(A) op(B) + beta C, row-major f32, op transposes when ta/tb
-// (lda, ldb: stored row strides), as cblas_sgemm; split over the pool by rows or columns of C,
-// each slab a single-threaded OpenBLAS call (gemm_split.c). k == 0 with beta == 0 is the
-// caller's to handle (OpenBLAS leaves C as is). Not for calls from inside a pool task.
+// (lda, ldb: stored row strides), as cblas_sgemm; cut into tiles of rows or columns of C whose size
+// depends only on (m, n, k) (ql_sgemm_tile), each a single-threaded OpenBLAS call, handed out to
+// the pool's threads dynamically: the result does not depend on the thread count
+// (gemm_split.c). k == 0 with beta == 0 is the caller's to handle (OpenBLAS leaves C as is).
+// Calls from inside a pool task run their tiles serially.
 void ql_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
               const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+// The tile length (rows when m >= n, else columns) ql_sgemm uses for a shape.
+int64_t ql_sgemm_tile(int64_t m, int64_t n, int64_t k);
+// Sets OpenBLAS to one thread of its own (when it is not): every parallel product goes through
+// our pool.
+void ql_blas_single_thread(void);
 
 // ---------------------------------------------------------------------------------------------
 // Elementwise (elementwise.c + ISA variants)
