@@ -98,15 +98,25 @@ end
 -- Checkpoints: DIR/step-N holding params.safetensors (trainable tensors by name),
 -- optimizer.safetensors (its state), trainer.safetensors (metadata: step, data position,
 -- random stream) and adapter/ (PEFT layout, for use outside training).
+-- The metadata of a complete checkpoint directory (its trainer.safetensors, written last before
+-- the directory is renamed into place), or nil.
+local function checkpoint_meta(dir)
+  local ok, _, meta = pcall(q.load_tensors, dir .. "/trainer.safetensors")
+  if ok and type(meta) == "table" and tonumber(meta.step) then return meta end
+  return nil
+end
+
+-- `path` is one checkpoint (DIR/step-N) or the checkpoint root DIR: the newest complete step-N
+-- in it. Half-written checkpoints (.tmp-step-N, left by a kill during a write) are never taken.
 local function latest_checkpoint(path)
-  local _, meta = pcall(q.load_tensors, path .. "/trainer.safetensors")
-  if type(meta) == "table" and meta.step then return path end
+  if checkpoint_meta(path) then return path end
+  local ok, names = pcall(q.listdir, path)
+  if not ok then return nil end
   local best, best_step = nil, -1
-  for _, name in ipairs(q.listdir(path)) do
+  for _, name in ipairs(names) do
     local n = tonumber(name:match("^step%-(%d+)$"))
-    if n and n > best_step then
-      local ok, m = pcall(function() local _, mm = q.load_tensors(path .. "/" .. name .. "/trainer.safetensors"); return mm end)
-      if ok and m and m.step then best, best_step = path .. "/" .. name, n end
+    if n and n > best_step and checkpoint_meta(path .. "/" .. name) then
+      best, best_step = path .. "/" .. name, n
     end
   end
   return best
@@ -165,7 +175,8 @@ function Trainer:_load(path, params, opt, batches)
   batches:set_position(tonumber(meta.position), tonumber(meta.epoch))
   q.set_random_state(math.tointeger(tonumber(meta.random_seed)), math.tointeger(tonumber(meta.random_offset)))
   self.resumed_from = dir
-  return tonumber(meta.step)
+  self.resumed_loss = tonumber(meta.loss)
+  return math.tointeger(tonumber(meta.step))
 end
 
 function Trainer:run()
@@ -189,6 +200,11 @@ function Trainer:run()
   q.manual_seed(seed)
   local step = 0
   if o.resume then step = self:_load(o.resume, params, opt, batches) end
+  local first_step = step
+  if step >= total then
+    print(string.format("qlora.trainer: the run is already complete (step %d of %d in %s); no steps to run",
+      step, total, self.resumed_from))
+  end
   local log
   if o.log then
     local d = o.log:match("(.*)/[^/]*$")
@@ -197,7 +213,8 @@ function Trainer:run()
   end
   local started = q.clock()
   local tokens_total, loss_sum, loss_n = 0, 0, 0
-  local last_loss, eval_loss = 0 / 0, nil
+  -- a resumed run that has no steps left reports the loss its checkpoint saved
+  local last_loss, eval_loss = self.resumed_loss or 0 / 0, nil
   local print_every = o.print_every or math.max(1, total // 20)
   local tty = q.isatty()
   local was_training = model:train(true)
@@ -247,7 +264,7 @@ function Trainer:run()
     end
     if step % print_every == 0 or step == total then
       local rate = tokens_total / math.max(now - started, 1e-9)
-      local eta = (total - step) * (now - started) / math.max(step - (self.first_step or 0), 1)
+      local eta = (total - step) * (now - started) / math.max(step - first_step, 1)
       local line = string.format("step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  eta %.0fs",
         step, total, step_loss, lr, norm, rate, eta)
       if tty then io.write("\r", line, "   ") if step == total then io.write("\n") end io.flush() else print(line) end
@@ -260,14 +277,15 @@ function Trainer:run()
     eval_loss = evaluate(model, o.eval, o)
     if log then log:write(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" }), "\n") end
   end
-  if o.checkpoint and o.checkpoint.dir and not (o.checkpoint.every and step % o.checkpoint.every == 0) then
+  if o.checkpoint and o.checkpoint.dir and step > first_step and not (o.checkpoint.every and step % o.checkpoint.every == 0) then
     self:_save(step, params, opt, batches, last_loss)
   end
   if log then log:close() end
   local elapsed = q.clock() - started
   local _, peak_rss = q.memory_mb()
   return {
-    steps = step, train_loss = last_loss, mean_train_loss = loss_n > 0 and loss_sum / loss_n or 0 / 0,
+    steps = step, steps_run = step - first_step, train_loss = last_loss,
+    mean_train_loss = loss_n > 0 and loss_sum / loss_n or last_loss,
     eval_loss = eval_loss, eval_ppl = eval_loss and math.exp(eval_loss) or nil,
     tokens_per_sec = tokens_total / math.max(elapsed, 1e-9), elapsed_s = elapsed, peak_rss_mb = peak_rss,
     stopped = stopped, resumed_from = self.resumed_from,

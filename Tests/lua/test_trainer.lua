@@ -1,6 +1,8 @@
 -- The trainer: loss goes down and the adapter saved and reloaded gives the same eval loss; two
--- runs with one seed log identical metrics; a run killed with SIGKILL after a checkpoint and
--- resumed ends with the same loss and adapter bytes as an uninterrupted run; NaN stops a run.
+-- runs with one seed log identical metrics; a run killed with SIGKILL (after a checkpoint, or at
+-- any point inside a checkpoint write) and resumed, from the checkpoint root or from one step
+-- directory, ends with the same loss and adapter bytes as an uninterrupted run; resuming a
+-- finished run runs no steps and reports the saved loss; NaN stops a run.
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
 local here = arg[0]:match("(.*/)") or "./"
@@ -17,10 +19,18 @@ local function metrics(p)
   end
   return table.concat(out, "\n")
 end
-local function run(out, steps, kill_at, resume)
+-- kill: nil, a step number or a train_tiny.lua kill spec; resume: nil, true (the checkpoint root)
+-- or a train_tiny.lua resume spec ("step:N")
+local function run(out, steps, kill, resume)
+  if resume == true then resume = "resume" end
   local cmd = string.format("%q run %q %q %d %s %s > %q 2>&1", qlora, here .. "scripts/train_tiny.lua", out, steps,
-    kill_at and tostring(kill_at) or "-", resume and "resume" or "-", out .. "/log.txt")
+    kill and tostring(kill) or "-", resume or "-", out .. "/log.txt")
   return os.execute(cmd)
+end
+local function tmp_checkpoints(dir)
+  local left = {}
+  for _, name in ipairs(q.listdir(dir)) do if name:match("^%.tmp") then left[#left + 1] = name end end
+  return table.concat(left, " ")
 end
 
 T.case("fine-tuning a 4-bit model halves the loss; the saved adapter reloads to the same eval loss", function()
@@ -64,6 +74,64 @@ T.case("same seed, same metrics; killed and resumed equals uninterrupted", funct
   T.eq(read(c .. "/final.txt"), read(a .. "/final.txt"), "final loss")
   T.eq(read(c .. "/adapter/adapter_model.safetensors"), read(a .. "/adapter/adapter_model.safetensors"), "adapter bytes")
   for _, d in ipairs({ a, b, c }) do q.rmtree(d) end
+end)
+
+-- one uninterrupted 9-step run, the reference for the resume cases below
+local reference
+local function reference_run()
+  if not reference then
+    reference = tmpdir()
+    assert(run(reference, 9), read(reference .. "/log.txt"))
+  end
+  return reference
+end
+local function same_as_reference(dir, what)
+  local a = reference_run()
+  T.eq(read(dir .. "/final.txt"), read(a .. "/final.txt"), what .. ": final loss")
+  T.eq(read(dir .. "/adapter/adapter_model.safetensors"), read(a .. "/adapter/adapter_model.safetensors"),
+    what .. ": adapter bytes")
+end
+
+T.case("resume from one step directory, also an older one than the newest", function()
+  local c = tmpdir()
+  assert(not run(c, 9, 5), "the run was not killed")
+  assert(run(c, 9, nil, "step:3"), read(c .. "/log.txt"))
+  same_as_reference(c, "resumed from ckpt/step-3")
+  -- step-9 and step-6 exist now; resuming from step-3 again replays 4..9 over them
+  assert(run(c, 9, nil, "step:3"), read(c .. "/log.txt"))
+  same_as_reference(c, "resumed again from ckpt/step-3")
+  q.rmtree(c)
+end)
+
+T.case("resuming a finished run runs no steps and reports its saved loss", function()
+  local a = reference_run()
+  local c = tmpdir()
+  assert(run(c, 9), read(c .. "/log.txt"))
+  for _, how in ipairs({ "resume", "step:9" }) do
+    assert(run(c, 9, nil, how), read(c .. "/log.txt"))
+    local log = read(c .. "/log.txt")
+    assert(log:find("already complete", 1, true), "no message that the run is complete: " .. log)
+    assert(not log:find("nan", 1, true), "a NaN in: " .. log)
+    T.eq(read(c .. "/steps_run.txt"), "0\n", how .. ": steps run")
+    same_as_reference(c, "finished run resumed with " .. how)
+  end
+  q.rmtree(c)
+end)
+
+T.case("SIGKILL at any point of a checkpoint write, then resumed, equals an unbroken run", function()
+  -- save:6:K dies inside the step-6 checkpoint after K of its files (params, optimizer, then the
+  -- adapter and trainer metadata);
+  -- rename:6 dies when all are written but the directory is not yet in place
+  for _, kill in ipairs({ "save:6:0", "save:6:1", "save:6:2", "rename:6" }) do
+    local c = tmpdir()
+    assert(not run(c, 9, kill), kill .. ": the run was not killed")
+    assert(read(c .. "/ckpt/step-6/trainer.safetensors") == nil, kill .. ": a half-written step-6 is in place")
+    assert(run(c, 9, nil, true), read(c .. "/log.txt"))
+    T.eq(read(c .. "/steps_run.txt"), "6\n", kill .. ": steps run after resuming from step 3")
+    same_as_reference(c, "killed at " .. kill)
+    T.eq(tmp_checkpoints(c .. "/ckpt"), "", kill .. ": temporary checkpoint directories left behind")
+    q.rmtree(c)
+  end
 end)
 
 T.case("a NaN loss stops the run naming the step; bad options are errors", function()
