@@ -56,6 +56,19 @@ expect "help of an unknown command" 2 "no command 'nope'" -- q help nope
 expect "version" 0 "^qlora [0-9]" "^isa: " -- q version
 expect "version takes no argument" 2 "unexpected argument 'x'" -- q version x
 expect "unknown command" 2 "unknown command 'frobnicate'" -- q frobnicate
+# --- QLORA_ISA: a level is honoured only where the CPU has it -------------------------------
+expect "QLORA_ISA=scalar is honoured" 0 "^isa: scalar " -- env QLORA_ISA=scalar "$bin" version
+expect "QLORA_ISA unknown level" 2 "QLORA_ISA=avx1024 is not a known level" -- env QLORA_ISA=avx1024 "$bin" version
+supported=$("$bin" version | sed -n 's/.*supported: \(.*\))$/\1/p' | tr -d ',')
+for level in avx2 avx512 avx512bf16; do
+  if echo " $supported " | grep -q " $level "; then
+    expect "QLORA_ISA=$level (on this CPU) is honoured" 0 "^isa: $level " -- env QLORA_ISA=$level "$bin" version
+  else
+    expect "QLORA_ISA=$level (not on this CPU) is refused" 2 "QLORA_ISA=$level is not supported by this CPU" -- \
+      env QLORA_ISA=$level "$bin" version
+  fi
+done
+
 for c in run sweep info quantize generate bench version; do
   expect "$c --help" 0 "^usage: qlora $c" "^exit status:" "2  usage error" -- q $c --help
 done
