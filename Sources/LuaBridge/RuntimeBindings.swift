@@ -99,12 +99,16 @@ enum RuntimeBindings {
 /// (resident, peak resident) memory in MB from /proc/self/status (0 where unavailable).
 func processMemoryMB() -> (Double, Double) {
     guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
-    func field(_ name: String) -> Double {
-        for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
-            let digits = line.split(separator: " ").compactMap { Double($0) }
-            if let kb = digits.first { return kb / 1024 }
-        }
-        return 0
+    return ((procKilobytes(text, field: "VmRSS") ?? 0) / 1024, (procKilobytes(text, field: "VmHWM") ?? 0) / 1024)
+}
+
+/// The kB figure of a `Name:<spaces or tabs>N kB` line of a /proc file. The separator is a tab
+/// padded with spaces to eight digits, so figures of eight digits or more (>= ~9.5 GB) follow the
+/// tab directly: split on any whitespace, never on spaces alone.
+func procKilobytes(_ text: String, field: String) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
+        let words = line.dropFirst(field.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" })
+        if let first = words.first, let kb = Double(first) { return kb }
     }
-    return (field("VmRSS"), field("VmHWM"))
+    return nil
 }
