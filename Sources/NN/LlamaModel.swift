@@ -74,6 +74,13 @@ public final class LlamaModel {
     /// ids [B, T] (integer tensor) -> logits [B, T, V] (f32). With a cache, ids are the next
     /// positions after the cached ones, and the cache is extended.
     public func forward(_ ids: Tensor, cache: KVCache? = nil, segmentIds: Tensor? = nil, positionIds: Tensor? = nil) throws -> Tensor {
+        let h = try finalHidden(ids, cache: cache, segmentIds: segmentIds, positionIds: positionIds)
+        if let head = lmHead { return try head.forward(h, training: training) }
+        return try h.linear(embedding, bf16: headCompute == .bf16)
+    }
+
+    /// The final normed hidden states [B, T, hidden] that the head turns into logits.
+    func finalHidden(_ ids: Tensor, cache: KVCache? = nil, segmentIds: Tensor? = nil, positionIds: Tensor? = nil) throws -> Tensor {
         if ids.dtype.isFloat || ids.ndim != 2 {
             throw ModelError("input ids must be an integer tensor of shape [B, T], got \(ids.dtype.name) \(Shape.describe(ids.shape))")
         }
@@ -98,9 +105,7 @@ public final class LlamaModel {
             }
         }
         cache?.length = start + t
-        h = try Functional.rmsNorm(h, norm, eps: c.rmsNormEps)
-        if let head = lmHead { return try head.forward(h, training: training) }
-        return try h.linear(embedding, bf16: headCompute == .bf16)
+        return try Functional.rmsNorm(h, norm, eps: c.rmsNormEps)
     }
 
     /// One decoder layer: h + attn(norm1(h)), then + mlp(norm2(.)); h [B, T, hidden].
@@ -130,8 +135,23 @@ public final class LlamaModel {
         return try h.binary(.add, layer.down.forward(mlp, training: training))
     }
 
-    /// Mean shifted cross-entropy of forward(ids) against labels (-100 ignored).
+    /// Mean shifted cross-entropy of forward(ids) against labels (-100 ignored). With the fused
+    /// ops on and a plain dense head (no active adapter, no bias) the logits are never built:
+    /// FusedLinearCrossEntropy takes the final hidden states and the head weight.
     public func loss(_ ids: Tensor, _ labels: Tensor, segmentIds: Tensor? = nil, positionIds: Tensor? = nil) throws -> Tensor {
-        try Functional.causalLMLoss(forward(ids, segmentIds: segmentIds, positionIds: positionIds), labels)
+        if Functional.fused, let (w, bf16) = plainHead {
+            let h = try finalHidden(ids, segmentIds: segmentIds, positionIds: positionIds)
+            return try FusedLinearCrossEntropy.loss(hidden: h, weight: w, bf16: bf16, labels: labels)
+        }
+        return try Functional.causalLMLoss(forward(ids, segmentIds: segmentIds, positionIds: positionIds), labels)
+    }
+
+    /// The head's weight and bf16 setting when it is a plain dense product: the tied embedding, or
+    /// an lm_head without bias whose adapters (if any) are merged, disabled or inactive.
+    var plainHead: (Tensor, Bool)? {
+        guard let head = lmHead else { return (embedding, headCompute == .bf16) }
+        guard case .dense(let w, let bias) = head.base, bias == nil else { return nil }
+        let adapting = head.adaptersEnabled && head.adapters.contains { !$0.adapter.merged && (head.activeAdapters?.contains($0.name) ?? true) }
+        return adapting ? nil : (w, head.denseBF16)
     }
 }

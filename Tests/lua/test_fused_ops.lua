@@ -56,11 +56,23 @@ local function results()
   quant_results(out, "f32", nil, true)
   local loss = model:loss(ids, labels)
   out.loss = q.tensor({ loss:item() })
-  out.fused = q.tensor({ loss.grad_fn == "cross_entropy" and 1 or 0 })
+  out.fused = q.tensor({ loss.grad_fn == "linear_cross_entropy" and 1 or 0 })
   loss:backward()
   for _, p in ipairs(model:parameters{ trainable = true }) do out["grad." .. p.name] = p.tensor.grad end
   local gen = model:generate({ 3, 1, 4, 1, 5 }, { max_tokens = 6 })
   out.generated = q.tensor(gen)
+  -- the head and the tied embedding trained too (full training), and a vocabulary large enough
+  -- that the fused head + loss runs its rows in several chunks (20000 words: 416 rows a chunk,
+  -- 508 counted rows); every gradient, the embedding's through both of its uses
+  local full = q.llama{ vocab = 20000, hidden = 32, layers = 1, heads = 4, kv_heads = 2, intermediate = 48, seed = 9,
+    tie_word_embeddings = true, trainable = true }
+  local rows = {}
+  for i = 1, 4 do rows[i] = {} for j = 1, 128 do rows[i][j] = (i * 7919 + j * j * 104729) % 20000 end end
+  local big = q.tensor(rows, { dtype = "i64" })
+  local l2 = full:loss(big, big)
+  out["full.loss"] = q.tensor({ l2:item() })
+  l2:backward()
+  for _, p in ipairs(full:parameters{ trainable = true }) do out["full.grad." .. p.name] = p.tensor.grad end
   return out
 end
 
@@ -94,8 +106,9 @@ T.case("fused ops give the composed ops' logits, loss, LoRA gradients and genera
     else assert(d <= tol * scale + 1e-7, name .. " differs by " .. d .. " (scale " .. scale .. ")") end
     n = n + 1
   end
-  -- dense: logits, loss, generated, 28 LoRA grads; per NF4 model (4): logits, loss, 28 + 8 grads
-  T.eq(n, 3 + 2 * 7 * 2 + 4 * (2 + 2 * 7 * 2 + 2 * 2 * 2), "values compared")
+  -- dense: logits, loss, generated, 28 LoRA grads; per NF4 model (4): logits, loss, 28 + 8 grads;
+  -- the full model: loss and 11 gradients (embedding, 2 norms, 7 linears, final norm; head tied)
+  T.eq(n, 3 + 2 * 7 * 2 + 4 * (2 + 2 * 7 * 2 + 2 * 2 * 2) + 1 + 11, "values compared")
 end)
 
 T.case("the loss ignores -100 labels and keeps its errors", function()
