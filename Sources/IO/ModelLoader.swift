@@ -34,7 +34,10 @@ public enum ModelLoader {
                 throw IOError(path: weights.file(of: name), reason: "tensor \"\(name)\" has shape \(Shape.describe(t.shape)), expected \(Shape.describe(shape))")
             }
             if !t.dtype.isFloat { throw IOError(path: weights.file(of: name), reason: "tensor \"\(name)\" is \(t.dtype.name), expected a floating dtype") }
-            return try t.dtype == .f32 ? t : t.converted(to: .f32)
+            if t.dtype == .f32 { return t }   // borrows the mapping's pages
+            let converted = try t.converted(to: .f32)
+            weights.release(name)             // a copy of its own now
+            return converted
         }
         func linear(_ prefix: String, layer: Int?, out: Int, inp: Int, bias: Bool) throws -> LinearModule {
             let b = bias ? try dense(prefix + ".bias", [out]) : nil
@@ -45,6 +48,7 @@ public enum ModelLoader {
             } else if let qo = options.quant, layer != nil {
                 let w = try dense(prefix + ".weight", [out, inp])
                 base = .quantized(try QuantLinear(weight: try QuantizedTensor.quantize(w, qo), bias: b, compute: options.compute))
+                weights.release(prefix + ".weight")   // read for the last time: its pages leave memory
             } else {
                 base = .dense(weight: try dense(prefix + ".weight", [out, inp]), bias: b)
             }
@@ -77,6 +81,8 @@ public enum ModelLoader {
         model.sourcePath = dir
         warnAboutUnused(weights.unused, dir: dir, config: c)
         if (options.quant != nil || checkpointQuant != nil) && options.compute == .bf16 { model.headCompute = .bf16 }
+        // converted weights that were quantized are gone: their memory leaves the process
+        StoragePool.releaseAfterPeak()
         return model
     }
 }
@@ -113,6 +119,12 @@ final class WeightFiles {
     }
 
     func has(_ name: String) -> Bool { location[name] != nil }
+
+    /// The named tensor will not be read through the mapping again: its pages leave memory.
+    func release(_ name: String) {
+        guard let (path, entry) = location[name], let f = files[path] else { return }
+        f.release(entry)
+    }
     func file(of name: String) -> String { location[name]?.file ?? "model.safetensors" }
 
     func tensor(_ name: String) throws -> Tensor {

@@ -169,6 +169,20 @@ public final class SafetensorsFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + dataOffset + entry.begin, count: entry.byteCount)
     }
 
+    /// Drops a tensor's pages from this process's memory once it has been read for the last time
+    /// through the mapping (e.g. quantized or converted into a buffer of its own): the whole pages
+    /// inside its range leave the resident set (they stay in the page cache and are read back if
+    /// touched again). Pages shared with a neighbouring tensor stay.
+    public func release(_ entry: SafetensorsEntry) {
+        let bytes = self.bytes(of: entry)
+        guard let start = bytes.baseAddress, bytes.count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard page > 0 else { return }
+        let lo = (Int(bitPattern: start) + page - 1) / page * page
+        let hi = (Int(bitPattern: start) + bytes.count) / page * page
+        if hi > lo, let p = UnsafeMutableRawPointer(bitPattern: lo) { _ = madvise(p, hi - lo, Int32(MADV_DONTNEED)) }
+    }
+
     /// A copy of a tensor's bytes (usable after this SafetensorsFile is gone).
     public func copyBytes(of entry: SafetensorsEntry) -> [UInt8] {
         Array(bytes(of: entry))

@@ -115,6 +115,16 @@ public final class LuaHost {
 
     /// Runs a chunk with boolean arguments (passed as `...`); nil on success or the error text.
     public func runChunk(_ source: String, name: String, args: [Bool]) -> String? {
+        runChunk(source, name: name, values: args.map { ChunkArgument.bool($0) })
+    }
+
+    /// A value passed to a chunk as one of its `...` arguments.
+    public enum ChunkArgument {
+        case bool(Bool), int(Int), string(String), none
+    }
+
+    /// Runs a chunk of Lua source with the given arguments; returns nil on success or the error text.
+    public func runChunk(_ source: String, name: String, values args: [ChunkArgument]) -> String? {
         lua_settop(L, 0)
         let status = source.withCString { luaL_loadbufferx(L, $0, source.utf8.count, name, "t") }
         if status != 0 {
@@ -122,7 +132,15 @@ public final class LuaHost {
             lua_settop(L, 0)
             return msg
         }
-        for b in args { lua_pushboolean(L, b ? 1 : 0) }
+        if lua_checkstack(L, Int32(args.count) + 1) == 0 { lua_settop(L, 0); return "too many chunk arguments" }
+        for a in args {
+            switch a {
+            case .bool(let b): lua_pushboolean(L, b ? 1 : 0)
+            case .int(let n): lua_pushinteger(L, lua_Integer(n))
+            case .string(let s): s.withCString { _ = lua_pushlstring(L, $0, s.utf8.count) }
+            case .none: lua_pushnil(L)
+            }
+        }
         return finish(qlora_pcall_traceback(L, Int32(args.count), 0))
     }
 

@@ -20,6 +20,8 @@ extension LlamaModel {
             }
         }
         headCompute = compute == .bf16 ? .bf16 : .f32
+        // the dense weights just replaced are gone for good: give their memory back
+        if n > 0 { StoragePool.releaseAfterPeak() }
         return n
     }
 }

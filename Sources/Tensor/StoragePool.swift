@@ -75,6 +75,14 @@ public enum StoragePool {
         }
     }
 
+    /// After a one-off peak that will not come back (a model's f32 weights freed once they are
+    /// quantized): returns every pooled buffer to the system and lowers the budget to what is
+    /// live now, so the freed memory leaves the process instead of waiting in the pool.
+    public static func releaseAfterPeak() {
+        trim()
+        liveHighWater = Storage.liveBytes
+    }
+
     /// Returns every pooled buffer to the system.
     public static func trim() {
         for (_, list) in free { for p in list { Foundation.free(p) } }

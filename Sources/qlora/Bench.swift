@@ -13,34 +13,83 @@ import Tensor
 
 enum Bench {
     static let help = """
-    usage: qlora bench [tensor|quant|train]... [--json]
+    usage: qlora bench [tensor|quant|train]... [--json] [train options]
 
     Measures against references timed in the same run:
       tensor  add and softmax vs memcpy of the same traffic; OpenBLAS sgemm GFLOP/s
       quant   4-bit matmul vs OpenBLAS sgemm/sgemv on the dense weight; quantize and
               dequantize GB/s
-      train   QLoRA steps of the PyTorch peer's default configuration: tokens/s, peak RSS,
-              FLOP utilisation vs sgemm
+      train   QLoRA steps (NF4 + double quantization, LoRA on all seven projections, AdamW):
+              load time, tokens/s, peak RSS, FLOP utilisation vs sgemm; by default of the
+              PyTorch peer's default configuration
     Without a suite: tensor and quant.
 
     options:
-      --json   one JSON object per measurement instead of text
+      --json              one JSON object per measurement instead of text
+    train options:
+      --model PATH        a model directory (or anything q.load_model reads) instead of the
+                          peer's configuration
+      --seq N             tokens per sequence (256)
+      --batch N           sequences per step (4)
+      --r N               LoRA rank, alpha 2r (16)
+      --steps N           timed steps after 2 warm-up steps (5)
+      --compute LIST      f32, bf16 or f32,bf16 (f32,bf16)
+      --checkpointing     gradient checkpointing on
 
     """ + ExitStatus.helpText
     static func run(_ args: [String]) -> Int32 {
         var json = false
         var suites: [String] = []
-        for a in args {
+        var train = TrainOptions()
+        var seen = Set<String>()
+        var i = 0
+        func usage(_ msg: String) -> Int32 {
+            printError("qlora bench: \(msg)\nrun 'qlora bench --help' for usage")
+            return 2
+        }
+        while i < args.count {
+            let a = args[i]
+            if a.hasPrefix("--") && a != "--help" {
+                if seen.contains(a) { return usage("option \(a) given twice") }
+                seen.insert(a)
+            }
             switch a {
             case "--json": json = true
+            case "--checkpointing": train.checkpointing = true
             case "--help", "-h":
                 print(help)
                 return 0
             case "tensor", "quant", "train": suites.append(a)
+            case "--model", "--seq", "--batch", "--r", "--steps", "--compute":
+                guard i + 1 < args.count else { return usage("option \(a) needs a value") }
+                let v = args[i + 1]
+                i += 1
+                switch a {
+                case "--model": train.model = v
+                case "--compute":
+                    let parts = v.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                    if parts.isEmpty || parts.contains(where: { $0 != "f32" && $0 != "bf16" }) {
+                        return usage("--compute must be f32, bf16 or f32,bf16, got '\(v)'")
+                    }
+                    train.compute = v
+                default:
+                    guard let n = Int(v), n >= 1, n <= 1 << 20 else { return usage("\(a) must be an integer 1..1048576, got '\(v)'") }
+                    switch a {
+                    case "--seq": train.seq = n
+                    case "--batch": train.batch = n
+                    case "--r": train.r = n
+                    default: train.steps = n
+                    }
+                }
             default:
-                printError("qlora bench: unknown argument '\(a)' (expected: tensor, quant, train, --json)\nrun 'qlora bench --help' for usage")
-                return 2
+                return usage("unknown argument '\(a)' (expected: tensor, quant, train, --json, or train options)")
             }
+            i += 1
+        }
+        let trainOnly = train.model != nil || train.seq != nil || train.batch != nil || train.r != nil || train.steps != nil
+            || train.compute != nil || train.checkpointing
+        if trainOnly && !suites.contains("train") {
+            if suites.isEmpty { suites = ["train"] } else { return usage("train options need the train suite") }
         }
         if suites.isEmpty { suites = ["tensor", "quant"] }
         do {
@@ -48,7 +97,7 @@ enum Bench {
                 switch s {
                 case "tensor": try tensorSuite(json: json)
                 case "quant": try quantSuite(json: json)
-                default: try trainSuite(json: json)
+                default: try trainSuite(json: json, train)
                 }
             }
         } catch {

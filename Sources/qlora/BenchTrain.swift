@@ -1,8 +1,11 @@
-// `qlora bench train [--json]`: QLoRA training steps of the PyTorch peer's default configuration
-// (hidden 512, 8 layers, 8 heads, intermediate 1408, vocab 8192, batch 4 x 256, LoRA r 16 on all
-// seven projections, AdamW) over an NF4 + double-quantized base, for f32 and bf16 compute:
-// tokens/s, step time, peak RSS, and model FLOP utilisation against the sgemm rate measured in
-// the same run. The steps run through the Lua API, as a researcher's script would.
+// `qlora bench train [--model DIR] [--seq N --batch N --r N --steps N --compute f32|bf16|f32,bf16
+// --checkpointing] [--json]`: QLoRA training steps over an NF4 + double-quantized base (LoRA on
+// all seven projections, alpha 2r, AdamW) of a real model, or by default of the PyTorch peer's
+// default configuration (hidden 512, 8 layers, 8 heads, intermediate 1408, vocab 8192, batch
+// 4 x 256, r 16): load time and RSS after loading, tokens/s, step time, peak RSS, and model FLOP
+// utilisation against the sgemm rate measured in the same run. The steps run through the Lua API,
+// as a researcher's script would. Peak RSS is the process's: run one compute per process to
+// compare peaks.
 
 import LuaBridge
 
@@ -36,12 +39,30 @@ for _ = 1, 5 do local t0 = q.clock(); a:matmul(b); best = math.min(best, q.clock
 local sgemm_gflops = 2 * 1024 ^ 3 / best / 1e9
 if not json then print(string.format("# qlora bench train: isa %s, %d threads, sgemm %.0f GFLOP/s", q.isa(), q.threads(), sgemm_gflops)) end
 
+-- options from the command line (nil: the defaults below)
+local model_path, opt_seq, opt_batch, opt_r, opt_computes, checkpointing, opt_steps = select(2, ...)
+local B, T, steps, warmup = opt_batch or 4, opt_seq or 256, opt_steps or 5, 2
+local r = opt_r or 16
+local computes = {}
+for c in (opt_computes or "f32,bf16"):gmatch("[^,]+") do computes[#computes + 1] = c end
+
 local cfg = { vocab = 8192, hidden = 512, layers = 8, heads = 8, intermediate = 1408, seed = 1 }
-local B, T, steps, warmup = 4, 256, 5, 2
-for _, compute in ipairs({ "f32", "bf16" }) do
-  local model = q.llama(cfg)
-  model:quantize{ type = "nf4", block = 64, double_quant = true, compute = compute }
-  model:add_lora{ r = 16, alpha = 32, targets = "all-linear", seed = 1 }
+for _, compute in ipairs(computes) do
+  local t_load = q.clock()
+  local model
+  if model_path then
+    model = q.load_model(model_path, { quant = { type = "nf4", block = 64, double_quant = true }, compute = compute })
+    local c = model:config()
+    cfg = { vocab = c.vocab_size, hidden = c.hidden_size, layers = c.num_hidden_layers, heads = c.num_attention_heads,
+      kv_heads = c.num_key_value_heads, head_dim = c.head_dim, intermediate = c.intermediate_size }
+  else
+    model = q.llama(cfg)
+    model:quantize{ type = "nf4", block = 64, double_quant = true, compute = compute }
+  end
+  t_load = q.clock() - t_load
+  local rss_loaded = q.memory_mb()
+  model:add_lora{ r = r, alpha = 2 * r, targets = "all-linear", seed = 1 }
+  if checkpointing then model:gradient_checkpointing(true) end
   local params = model:parameters{ trainable = true }
   local opt = q.optim.adamw(params, { lr = 1e-4 })
   local ids = (q.rand({ B, T }, { seed = 3 }) * cfg.vocab):to("i64")
@@ -57,24 +78,42 @@ for _, compute in ipairs({ "f32", "bf16" }) do
   for i = 1, steps do local t0 = q.clock(); step(); times[i] = q.clock() - t0 end
   table.sort(times)
   local median = times[(steps + 1) // 2]
-  -- q, k, v, o (kv heads = heads, as in the peer) and gate, up, down per layer, plus lm_head
-  local base = cfg.layers * (4 * cfg.hidden * cfg.hidden + 3 * cfg.hidden * cfg.intermediate)
+  -- q, k, v, o and gate, up, down per layer, plus the head
+  local hd = cfg.head_dim or cfg.hidden // cfg.heads
+  local kv = cfg.kv_heads or cfg.heads
+  local base = cfg.layers * (2 * cfg.hidden * cfg.heads * hd + 2 * cfg.hidden * kv * hd + 3 * cfg.hidden * cfg.intermediate)
     + cfg.vocab * cfg.hidden
   -- frozen weights: forward and input-gradient products (4 flops per weight per token);
   -- attention scores and values forward and backward
-  local flops_per_token = 4 * base + cfg.layers * 6 * T * cfg.hidden
+  local flops_per_token = 4 * base + cfg.layers * 6 * T * cfg.heads * hd
   local tps = B * T / median
   local _, peak = q.memory_mb()
-  emit({ op = "train", quant = "nf4+dq", compute = compute, batch = B, seq = T, step_ms = median * 1e3,
-    tokens_per_sec = tps, peak_rss_mb = peak, mfu = tps * flops_per_token / (sgemm_gflops * 1e9),
-    sgemm_gflops = sgemm_gflops },
-    { "op", "quant", "compute", "batch", "seq", "step_ms", "tokens_per_sec", "peak_rss_mb", "mfu", "sgemm_gflops" })
+  emit({ op = "train", model = model_path or "bench-config", quant = "nf4+dq", compute = compute, r = r, batch = B,
+    seq = T, checkpointing = checkpointing and "on" or "off", load_s = t_load, rss_loaded_mb = rss_loaded,
+    step_ms = median * 1e3, tokens_per_sec = tps, peak_rss_mb = peak,
+    mfu = tps * flops_per_token / (sgemm_gflops * 1e9), sgemm_gflops = sgemm_gflops },
+    { "op", "model", "quant", "compute", "r", "batch", "seq", "checkpointing", "load_s", "rss_loaded_mb", "step_ms",
+      "tokens_per_sec", "peak_rss_mb", "mfu", "sgemm_gflops" })
+  model = nil; params = nil; opt = nil
+  collectgarbage(); collectgarbage()
 end
 """#
 
-    static func trainSuite(json: Bool) throws {
+    /// `bench train` options; nil fields take the script's defaults (the peer's configuration).
+    struct TrainOptions {
+        var model: String? = nil
+        var seq: Int? = nil, batch: Int? = nil, r: Int? = nil, steps: Int? = nil
+        var compute: String? = nil
+        var checkpointing = false
+    }
+
+    static func trainSuite(json: Bool, _ o: TrainOptions = TrainOptions()) throws {
         let host = try LuaHost()
-        if let err = host.runChunk(trainScript, name: "=qlora.bench.train", args: [json]) { throw BenchError(err) }
+        func str(_ s: String?) -> LuaHost.ChunkArgument { s.map { .string($0) } ?? .none }
+        func int(_ n: Int?) -> LuaHost.ChunkArgument { n.map { .int($0) } ?? .none }
+        let args: [LuaHost.ChunkArgument] = [.bool(json), str(o.model), int(o.seq), int(o.batch), int(o.r), str(o.compute),
+                                             .bool(o.checkpointing), int(o.steps)]
+        if let err = host.runChunk(trainScript, name: "=qlora.bench.train", values: args) { throw BenchError(err) }
     }
 }
 
