@@ -19,7 +19,9 @@ public struct LoadOptions {
 }
 
 public enum ModelLoader {
-    public static func load(_ dir: String, _ options: LoadOptions) throws -> LlamaModel {
+    /// `dir`: a model directory, or a repo id in the local Hugging Face cache (HubCache).
+    public static func load(_ given: String, _ options: LoadOptions) throws -> LlamaModel {
+        let dir = try HubCache.resolve(given)
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw IOError(path: dir, reason: "not a directory (expected a Hugging Face model directory)")

@@ -48,7 +48,8 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Loads a tokenizer.json file, or a model directory holding one (then tokenizer_config.json,
     /// config.json and generation_config.json, when present, name the bos / eos / pad tokens).
-    public convenience init(path: String) throws {
+    public convenience init(path given: String) throws {
+        let path = try HubCache.resolve(given)
         var isDir: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
         if exists && isDir.boolValue {

@@ -49,7 +49,7 @@ enum GenerateCommand {
                                positionals: ["MODEL_DIR"])
         let a = try CommandLineArgs(command: "generate", args, spec)
         if a.wantsHelp { print(help); return ExitStatus.success }
-        let dir = try CommandLineArgs.existingDirectory(a.positionals[0], "MODEL_DIR")
+        let dir = try CommandLineArgs.modelDirectory(a.positionals[0])
         guard let prompt = a.string("prompt") else { throw UsageError("missing --prompt TEXT (the text to continue)") }
         let adapter = try a.string("adapter").map { try CommandLineArgs.existingDirectory($0, "--adapter DIR") }
         let quant = try a.choice("quant", ["nf4", "fp4", "none"])

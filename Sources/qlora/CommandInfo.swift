@@ -37,7 +37,7 @@ enum InfoCommand {
     static func run(_ args: [String]) throws -> Int32 {
         let a = try CommandLineArgs(command: "info", args, CommandSpec(options: ["json": .flag], positionals: ["MODEL_DIR"]))
         if a.wantsHelp { print(help); return ExitStatus.success }
-        let dir = try CommandLineArgs.existingDirectory(a.positionals[0], "MODEL_DIR")
+        let dir = try CommandLineArgs.modelDirectory(a.positionals[0])
         let report = try Report(dir)
         print(a.has("json") ? report.json() : report.text())
         return ExitStatus.success

@@ -4,6 +4,7 @@
 // failed).
 
 import Foundation
+import IO
 
 enum ExitStatus {
     static let success: Int32 = 0
@@ -147,6 +148,14 @@ struct CommandLineArgs {
             throw UsageError("option --\(name) expects one of \(allowed.joined(separator: ", ")), got '\(v)'")
         }
         return v
+    }
+
+    /// A model argument: a directory, or a Hugging Face repo id ("org/name[@revision]") found in
+    /// the local Hugging Face cache (HubCache); anything else is a usage error.
+    static func modelDirectory(_ arg: String) throws -> String {
+        let path: String
+        do { path = try HubCache.resolve(arg) } catch let e as IOError { throw UsageError("MODEL_DIR: \(e.description)") }
+        return try existingDirectory(path, "MODEL_DIR")
     }
 
     /// A path argument that must be an existing directory (`what` names it: "MODEL_DIR").

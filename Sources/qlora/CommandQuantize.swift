@@ -45,7 +45,7 @@ enum QuantizeCommand {
                                positionals: ["MODEL_DIR", "OUT_DIR"])
         let a = try CommandLineArgs(command: "quantize", args, spec)
         if a.wantsHelp { print(help); return ExitStatus.success }
-        let dir = try CommandLineArgs.existingDirectory(a.positionals[0], "MODEL_DIR")
+        let dir = try CommandLineArgs.modelDirectory(a.positionals[0])
         let out = a.positionals[1]
         if a.has("double-quant") && a.has("no-double-quant") {
             throw UsageError("--double-quant and --no-double-quant contradict each other (give one)")

@@ -244,6 +244,30 @@ expect "generate: unknown option" 2 "unknown option '--tempreature'" -- q genera
 
 # --- bench (arguments only; no measurements here) ----------------------------------------------
 expect "bench: unknown suite" 2 "unknown argument 'nope'" -- q bench nope
+expect "bench train: an option twice" 2 "option --seq given twice" -- q bench train --seq 8 --seq 9
+expect "bench train: a bad count" 2 "--batch must be an integer 1..1048576, got '0'" -- q bench --batch 0
+expect "bench train: a bad compute" 2 "--compute must be f32, bf16 or f32,bf16, got 'f16'" -- q bench --compute f16
+expect "bench train: a missing value" 2 "option --model needs a value" -- q bench train --model
+expect "bench: train options without train" 2 "train options need the train suite" -- q bench quant --r 4
+
+# --- models named by Hugging Face repo id, from the local Hugging Face cache ---------------------
+hub="$tmp/hub"; snap="$hub/models--org--tiny-llama/snapshots/0123456789abcdef0123456789abcdef01234567"
+mkdir -p "$hub/models--org--tiny-llama/refs" "$snap"
+cp "$fx/tiny-llama/"* "$snap/"
+printf '0123456789abcdef0123456789abcdef01234567' > "$hub/models--org--tiny-llama/refs/main"
+expect "info org/name from HF_HUB_CACHE" 0 "^architecture +LlamaForCausalLM" -- env HF_HUB_CACHE="$hub" "$bin" info org/tiny-llama
+expect "info org/name from HF_HOME/hub" 0 "^architecture +LlamaForCausalLM" -- \
+  env -u HF_HUB_CACHE HF_HOME="$tmp" "$bin" info org/tiny-llama
+expect "info org/name@revision that is absent" 2 "no refs/dev" "looked in .*/models--org--tiny-llama" -- \
+  env HF_HUB_CACHE="$hub" "$bin" info org/tiny-llama@dev
+expect "info org/name not in the cache" 2 "not in the Hugging Face cache" "downloads nothing" -- \
+  env HF_HUB_CACHE="$hub" "$bin" info org/absent
+cat > "$tmp/hub.lua" <<'LUA'
+local q = require "qlora"
+local m = q.load_model("org/tiny-llama", { quant = { type = "nf4" } })
+print("layers " .. m:config().num_hidden_layers)
+LUA
+expect "q.load_model(org/name) from the cache" 0 "^layers 2$" -- env HF_HUB_CACHE="$hub" "$bin" run "$tmp/hub.lua"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
