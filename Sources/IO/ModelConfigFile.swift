@@ -1,4 +1,4 @@
-// Reading a Hugging Face config.json into a ModelConfig: the Llama, Mistral and Qwen2
+// Reading a Hugging Face config.json into a ModelConfig: the Llama, Mistral, Qwen2 and Qwen3
 // architectures, both RoPE styles (rope_theta/rope_scaling and rope_parameters), and the
 // bitsandbytes quantization_config of a 4-bit checkpoint. Unsupported options are errors.
 
@@ -10,7 +10,7 @@ public struct CheckpointQuantization: Equatable {
 }
 
 public enum ModelConfigFile {
-    public static let architectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
+    public static let architectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
 
     public static func load(_ path: String) throws -> (ModelConfig, CheckpointQuantization?) {
         let json = try JSONValue.load(path: path)
@@ -47,6 +47,7 @@ public enum ModelConfigFile {
         c.maxPositions = try int("max_position_embeddings", default: 2048)
         c.tieWordEmbeddings = obj["tie_word_embeddings"]?.boolValue ?? false
         c.attentionBias = arch == "Qwen2ForCausalLM" || (obj["attention_bias"]?.boolValue ?? false)
+        c.qkNorm = arch == "Qwen3ForCausalLM"
         if obj["mlp_bias"]?.boolValue == true { throw bad("unsupported mlp_bias = true") }
         if let s = obj["sliding_window"], !s.isNull, obj["use_sliding_window"]?.boolValue == true {
             throw bad("unsupported use_sliding_window = true")

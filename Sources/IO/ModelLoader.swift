@@ -72,7 +72,9 @@ public enum ModelLoader {
                 o: try linear("\(p).self_attn.o_proj", layer: i, out: c.hiddenSize, inp: qd, bias: false),
                 gate: try linear("\(p).mlp.gate_proj", layer: i, out: c.intermediateSize, inp: c.hiddenSize, bias: false),
                 up: try linear("\(p).mlp.up_proj", layer: i, out: c.intermediateSize, inp: c.hiddenSize, bias: false),
-                down: try linear("\(p).mlp.down_proj", layer: i, out: c.hiddenSize, inp: c.intermediateSize, bias: false)))
+                down: try linear("\(p).mlp.down_proj", layer: i, out: c.hiddenSize, inp: c.intermediateSize, bias: false),
+                qNorm: c.qkNorm ? try dense("\(p).self_attn.q_norm.weight", [c.headDim]) : nil,
+                kNorm: c.qkNorm ? try dense("\(p).self_attn.k_norm.weight", [c.headDim]) : nil))
         }
         let norm = try dense("model.norm.weight", [c.hiddenSize])
         var head: LinearModule? = nil

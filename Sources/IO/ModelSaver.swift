@@ -36,6 +36,8 @@ public enum ModelSaver {
             let p = "model.layers.\(layer.index)"
             try dense("\(p).input_layernorm.weight", layer.inputNorm)
             try dense("\(p).post_attention_layernorm.weight", layer.postAttentionNorm)
+            if let n = layer.qNorm { try dense("\(p).self_attn.q_norm.weight", n) }
+            if let n = layer.kNorm { try dense("\(p).self_attn.k_norm.weight", n) }
             for l in layer.linears {
                 switch l.base {
                 case .dense(let w, let b):

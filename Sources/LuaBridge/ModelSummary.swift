@@ -27,7 +27,9 @@ enum ModelSummary {
                 add("lora", ad.a.count + ad.b.count + (m?.count ?? 0), ad.a.byteCount + ad.b.byteCount + (m?.byteCount ?? 0))
             }
         }
-        let norms = m.layers.reduce(0) { $0 + $1.inputNorm.count + $1.postAttentionNorm.count } + m.norm.count
+        let norms = m.layers.reduce(0) {
+            $0 + $1.inputNorm.count + $1.postAttentionNorm.count + ($1.qNorm?.count ?? 0) + ($1.kNorm?.count ?? 0)
+        } + m.norm.count
         add("norms", norms, norms * 4)
         var out = "\(c.architecture): \(c.numLayers) layers, hidden \(c.hiddenSize), intermediate \(c.intermediateSize), "
         out += "heads \(c.numHeads) (kv \(c.numKVHeads), head_dim \(c.headDim)), vocab \(c.vocabSize)\n"

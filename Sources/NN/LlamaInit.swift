@@ -36,7 +36,9 @@ extension LlamaModel {
                 o: try linear("\(p).self_attn.o_proj", i, c.hiddenSize, qd, bias: false),
                 gate: try linear("\(p).mlp.gate_proj", i, c.intermediateSize, c.hiddenSize, bias: false),
                 up: try linear("\(p).mlp.up_proj", i, c.intermediateSize, c.hiddenSize, bias: false),
-                down: try linear("\(p).mlp.down_proj", i, c.hiddenSize, c.intermediateSize, bias: false)))
+                down: try linear("\(p).mlp.down_proj", i, c.hiddenSize, c.intermediateSize, bias: false),
+                qNorm: c.qkNorm ? try Tensor.full([c.headDim], 1) : nil,
+                kNorm: c.qkNorm ? try Tensor.full([c.headDim], 1) : nil))
         }
         let head = c.tieWordEmbeddings ? nil : try linear("lm_head", nil, c.vocabSize, c.hiddenSize, bias: false)
         return try LlamaModel(config: c, embedding: try normal([c.vocabSize, c.hiddenSize]), layers: layers,

@@ -10,11 +10,17 @@ public final class DecoderLayer {
     public let index: Int
     public var inputNorm: Tensor
     public var postAttentionNorm: Tensor
+    /// Qwen3's per-head RMSNorm weights [head_dim] of queries and keys (nil for Llama-style layers).
+    public var qNorm: Tensor?
+    public var kNorm: Tensor?
     public let q, k, v, o, gate, up, down: LinearModule
 
     public init(index: Int, inputNorm: Tensor, postAttentionNorm: Tensor, q: LinearModule, k: LinearModule,
-                v: LinearModule, o: LinearModule, gate: LinearModule, up: LinearModule, down: LinearModule) {
+                v: LinearModule, o: LinearModule, gate: LinearModule, up: LinearModule, down: LinearModule,
+                qNorm: Tensor? = nil, kNorm: Tensor? = nil) {
         self.index = index
+        self.qNorm = qNorm
+        self.kNorm = kNorm
         self.inputNorm = inputNorm
         self.postAttentionNorm = postAttentionNorm
         self.q = q; self.k = k; self.v = v; self.o = o
@@ -115,8 +121,12 @@ public final class LlamaModel {
         let b = input.shape[0], t = input.shape[1]
         var h = input
         let x = try Functional.rmsNorm(h, layer.inputNorm, eps: c.rmsNormEps)
-        let q = try layer.q.forward(x, training: training).reshape([b, t, c.numHeads, c.headDim]).transpose(1, 2)
-        var k = try layer.k.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim]).transpose(1, 2)
+        var qh = try layer.q.forward(x, training: training).reshape([b, t, c.numHeads, c.headDim])
+        var kh = try layer.k.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim])
+        if let qn = layer.qNorm { qh = try Functional.rmsNorm(qh, qn, eps: c.rmsNormEps) }
+        if let kn = layer.kNorm { kh = try Functional.rmsNorm(kh, kn, eps: c.rmsNormEps) }
+        let q = try qh.transpose(1, 2)
+        var k = try kh.transpose(1, 2)
         var v = try layer.v.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim]).transpose(1, 2)
         let qr = try RoPE.apply(q, cos: cos, sin: sin)
         k = try RoPE.apply(k, cos: cos, sin: sin)

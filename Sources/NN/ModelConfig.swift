@@ -25,6 +25,8 @@ public struct ModelConfig: Equatable {
     public var tieWordEmbeddings: Bool = false
     /// q/k/v projections carry biases (Qwen2; Llama with attention_bias).
     public var attentionBias: Bool = false
+    /// Qwen3: an RMSNorm over head_dim on each head's query and key (q_norm, k_norm) before RoPE.
+    public var qkNorm: Bool = false
     public var bosTokenId: Int?
     public var eosTokenIds: [Int] = []
     public var padTokenId: Int?

@@ -14,6 +14,8 @@ extension LlamaModel {
             let p = "model.layers.\(layer.index)"
             out.append(("\(p).input_layernorm.weight", layer.inputNorm))
             out.append(("\(p).post_attention_layernorm.weight", layer.postAttentionNorm))
+            if let n = layer.qNorm { out.append(("\(p).self_attn.q_norm.weight", n)) }
+            if let n = layer.kNorm { out.append(("\(p).self_attn.k_norm.weight", n)) }
             for l in layer.linears { out += l.denseParameters() }
         }
         out.append(("model.norm.weight", norm))
@@ -46,6 +48,8 @@ extension LlamaModel {
         for layer in layers {
             layer.inputNorm = try update(layer.inputNorm)
             layer.postAttentionNorm = try update(layer.postAttentionNorm)
+            if let n = layer.qNorm { layer.qNorm = try update(n) }
+            if let n = layer.kNorm { layer.kNorm = try update(n) }
             for l in layer.linears { try l.updateDense(update) }
         }
         norm = try update(norm)
