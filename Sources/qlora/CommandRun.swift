@@ -116,7 +116,11 @@ enum RunCommand {
         if isDir.boolValue { throw UsageError("script '\(script)' is a directory (expected a Lua file)") }
         let host: LuaHost
         do { host = try LuaHost() } catch { throw CommandFailure("\(error)") }
-        if let err = host.runFile(script, args: args) { throw CommandFailure(err) }
+        if let err = host.runFile(script, args: args) {
+            // One rank of a data-parallel job failing must end the others (they would wait forever).
+            if Distributed.isDistributed { printError(err); Distributed.abortIfDistributed(ExitStatus.failure) }
+            throw CommandFailure(err)
+        }
         return ExitStatus.success
     }
 }
