@@ -229,6 +229,7 @@ function Trainer:run()
   local sopts = { lr = peak, warmup = sched.warmup or 0, total = total, min_lr = sched.min_lr or 0 }
   q.lr_at(kind, 1, sopts) -- validates the schedule now
   q.manual_seed(seed)
+  if dist then dist.stream = q.random_state() end
   local step = 0
   if o.resume then step = self:_load(o.resume, params, opt, batches) end
   local first_step = step
@@ -258,6 +259,9 @@ function Trainer:run()
       local b = batches:next() or batches:next()
       step_tokens = step_tokens + b.tokens
       if dist and (i - 1) // dist.per_rank ~= dist.rank then goto other_rank end
+      -- Each micro-batch's random draws (dropout) come from its own place in the stream, fixed by
+      -- the step and its index: the same on whichever rank computes it, and after a resume.
+      if dist then q.set_random_state(dist.stream, (step * accum + i - 1) << 40) end
       local loss = o.loss and o.loss(model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
         { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
       local l = loss:item()

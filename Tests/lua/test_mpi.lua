@@ -3,7 +3,8 @@
 -- global batch, bit for bit when each rank takes one micro-batch per step and within 1e-6 when
 -- it takes several; every rank ends with the same parameters; rank 0 alone writes the log and
 -- checkpoints; a run stopped at step 2 and resumed under mpirun ends where the uninterrupted
--- single-process run does; asking for MPI where libmpi cannot be loaded is a clear error.
+-- single-process run does (and, with dropout, where an uninterrupted 2-rank run does; 4 ranks
+-- agree with 2); asking for MPI where libmpi cannot be loaded is a clear error.
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
 local here = arg[0]:match("(.*/)") or "./"
@@ -108,6 +109,30 @@ if mpirun then
     T.eq(read(dir .. "/mpi/final-rank-0.safetensors"), read(dir .. "/single/final-rank-0.safetensors"), "resumed = uninterrupted")
     T.eq(read(dir .. "/mpi/final-rank-1.safetensors"), read(dir .. "/single/final-rank-0.safetensors"), "on both ranks")
     T.eq(table.concat(losses(dir .. "/mpi/metrics.jsonl"), " "), table.concat(losses(dir .. "/single/metrics.jsonl"), " "), "the log continues")
+  end)
+
+  T.case("with dropout, 2 ranks stopped and resumed end where 2 ranks never stopped do, and 4 ranks where 2 do", function()
+    local dir = tmpdir()
+    local function dropout(cmd) return "DROPOUT=0.2 " .. cmd end
+    local function run4(out)
+      local cmd = string.format("DROPOUT=0.2 %s %q run %q %q 3 mpi 4 > %q 2>&1", launcher:gsub("-np 2", "-np 4"), qlora, script, out, out .. ".log")
+      return sh(cmd), read(out .. ".log") or ""
+    end
+    local code, text = sh(dropout(string.format("%s %q run %q %q 3 mpi 4 > %q 2>&1", launcher, qlora, script, dir .. "/a", dir .. "/a.log")))
+    T.eq(code, 0, read(dir .. "/a.log"))
+    code = sh(dropout(string.format("%s %q run %q %q 3 mpi 4 2 > %q 2>&1", launcher, qlora, script, dir .. "/b", dir .. "/b.log")))
+    T.eq(code, 0, read(dir .. "/b.log"))
+    code = sh(dropout(string.format("%s %q run %q %q 3 mpi 4 - resume > %q 2>&1", launcher, qlora, script, dir .. "/b", dir .. "/b.log")))
+    T.eq(code, 0, read(dir .. "/b.log"))
+    T.eq(read(dir .. "/b/final-rank-0.safetensors"), read(dir .. "/a/final-rank-0.safetensors"), "resumed = uninterrupted, bit for bit")
+    code, text = run4(dir .. "/c")
+    T.eq(code, 0, text)
+    local d = max_diff(dir .. "/c/final-rank-0.safetensors", dir .. "/a/final-rank-0.safetensors")
+    assert(d <= 1e-6, "4 ranks vs 2: max |difference| " .. d)
+    -- the masks matter: without dropout the result is another one
+    code = sh(string.format("%s %q run %q %q 3 mpi 4 > %q 2>&1", launcher, qlora, script, dir .. "/n", dir .. "/n.log"))
+    T.eq(code, 0)
+    assert(max_diff(dir .. "/n/final-rank-0.safetensors", dir .. "/a/final-rank-0.safetensors") > 1e-4, "dropout changes the run")
   end)
 
   T.case("grad_accum not a multiple of the ranks fails on every rank and ends the job", function()

@@ -2,6 +2,7 @@
 --   [mpirun -np K] qlora run train_mpi.lua OUT STEPS MODE ACCUM [STOP_AT] [RESUME]
 -- MODE: "single" (distributed = false), "mpi" (distributed = "mpi"), "auto" (option unset: a
 -- launch by mpirun is detected). The global batch is 2 rows x ACCUM micro-batches per step.
+-- DROPOUT (environment): the adapters' dropout (default 0).
 -- STOP_AT: stop after that step (on_step returns "stop"); RESUME: "resume" continues from OUT/ckpt.
 -- Every rank writes its final trainable parameters to OUT/final-rank-R.safetensors; rank 0
 -- alone writes the adapter (the trainer alone writes OUT/metrics.jsonl and OUT/ckpt).
@@ -11,7 +12,7 @@ local stop_at, resume = tonumber(arg[5] or "-"), arg[6]
 local here = arg[0]:match("(.*/)") or "./"
 
 local model = q.load_model(here .. "../../fixtures/tiny-llama", { quant = { type = "nf4" } })
-model:add_lora{ r = 4, alpha = 8, targets = "all-linear", seed = 1 }
+model:add_lora{ r = 4, alpha = 8, targets = "all-linear", seed = 1, dropout = tonumber(os.getenv("DROPOUT") or "0") }
 local rows = {}
 for i = 1, 40 do
   local ids = {}
