@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // qlora: a QLoRA fine-tuning runtime whose experiments are Lua scripts.
 // Layers (each imports only those above it): CKernels, CLua/COpenBLAS shims,
-// CLuaTrampoline, Tensor, Quant, NN, IO, Train, LuaBridge, then the `qlora` executable.
+// CLuaTrampoline, CMPIShim, Tensor, Quant, NN, IO, Train, LuaBridge, then the `qlora` executable.
 import PackageDescription
 
 let optimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
@@ -21,6 +21,8 @@ let package = Package(
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: optimize),
         // The one C function through which Lua calls Swift (raises Lua errors on Swift's behalf).
         .target(name: "CLuaTrampoline", dependencies: ["CLua"], path: "Sources/CLuaTrampoline"),
+        // OpenMPI's libmpi opened at run time (dlopen): qlora builds and runs where MPI is absent.
+        .target(name: "CMPIShim", path: "Sources/CMPIShim", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"], path: "Sources/Tensor"),
         // NF4 / FP4 quantized tensors and the frozen 4-bit linear layer.
         .target(name: "Quant", dependencies: ["Tensor", "CKernels"], path: "Sources/Quant"),
@@ -30,7 +32,7 @@ let package = Package(
         // Optimizers, learning-rate schedules, datasets and the trainer.
         .target(name: "Train", dependencies: ["Tensor", "Quant", "NN", "IO", "CKernels"], path: "Sources/Train"),
         .target(name: "LuaBridge",
-                dependencies: ["CLua", "CLuaTrampoline", "Tensor", "Quant", "NN", "IO", "Train"],
+                dependencies: ["CLua", "CLuaTrampoline", "CMPIShim", "Tensor", "Quant", "NN", "IO", "Train"],
                 path: "Sources/LuaBridge"),
         .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "Quant", "IO", "CKernels", "COpenBLAS"],
                           path: "Sources/qlora"),

@@ -53,6 +53,7 @@ public final class LuaHost {
         TokenizerBindings.install(L)
         DataBindings.install(L, moduleIndex: q)
         OptimBindings.install(L, moduleIndex: q)
+        Distributed.install(L, moduleIndex: q)
         Bindings.register(L, q, prefix: "qlora.", PlotBindings.functions())
         luaPushString(L, LuaHost.version); luaRawSetField(L, q, "version")
 

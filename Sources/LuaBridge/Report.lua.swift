@@ -33,10 +33,20 @@ local function load_records(source)
   if type(source) ~= "string" then fail("expected the results of q.sweep or a path to results.jsonl, got " .. type(source), 4) end
   local path = source
   if not path:match("%.jsonl$") then path = path .. "/results.jsonl" end
-  local f = io.open(path, "r")
-  if not f then fail(path .. ": cannot open (expected a sweep's results.jsonl or its out dir)", 4) end
-  f:close()
-  local by_id, order = sys.read_records(path)
+  local by_id, order
+  local dir = path:match("^(.*)/results%.jsonl$") or (path == "results.jsonl" and ".") or nil
+  local points = dir and io.open(dir .. "/points", "r")
+  if points then
+    -- A sweep's out dir: the union of results.jsonl and the per-point records (shards write
+    -- only those).
+    points:close()
+    by_id, order = sys.read_union(dir)
+  else
+    local f = io.open(path, "r")
+    if not f then fail(path .. ": cannot open (expected a sweep's results.jsonl or its out dir)", 4) end
+    f:close()
+    by_id, order = sys.read_records(path)
+  end
   if not by_id then fail(order, 4) end
   local list = {}
   for i, id in ipairs(order) do list[i] = by_id[id] end
@@ -190,7 +200,11 @@ function q.report(source, opts)
   local text = #rows == 0 and "(no sweep results)" or table.concat(lines, "\n")
   print(text)
 
-  local summary = opts.out or (dir and dir .. "/summary.md")
+  -- A shard names its summary after itself (shards share the out dir); a sweep worker running the
+  -- script's other lines writes none.
+  local shard = sys.shard_setting()
+  local summary = opts.out or (dir and not sys.assignment()
+    and dir .. (shard and ("/summary." .. sys.shard_tag(shard) .. ".md") or "/summary.md")) or nil
   if summary then
     local ok_count = 0
     for _, r in ipairs(sorted_records) do if r.status == "ok" then ok_count = ok_count + 1 end end

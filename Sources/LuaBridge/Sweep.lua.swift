@@ -3,8 +3,11 @@
 // in its own process: this executable runs the same script again with QLORA_SWEEP_* variables
 // naming the sweep (by its out dir) and the point; in that worker, the matching q.sweep call
 // runs only run(cfg), writes the result as JSON and exits. The parent keeps `parallel` workers
-// busy, appends one JSON line per finished point to out/results.jsonl and skips points already
-// recorded as "ok" there, so a sweep that was stopped resumes where it was.
+// busy, records each finished point and skips points already recorded as "ok", so a sweep that
+// was stopped resumes where it was. A point's record is written to its own file,
+// out/points/<dir>/record.json (a temp file renamed into place); an unsharded run also appends it
+// to out/results.jsonl. A shard (QLORA_SWEEP_SHARD=I/N, set by `qlora sweep --shard`) runs only
+// its points and writes only their files, so shards of one sweep can share the out dir.
 
 let sweepSource = #"""
 local q, sys = ...
@@ -225,7 +228,8 @@ end
 local function finish_points(points, keys, opts)
   local seen, swept_seed = {}, false
   for _, k in ipairs(keys) do if k == "seed" then swept_seed = true end end
-  for _, p in ipairs(points) do
+  for i, p in ipairs(points) do
+    p.index = i
     local id = p.id
     if seen[id] then
       local n = 2
@@ -288,8 +292,70 @@ local function read_records(path)
 end
 sys.read_records = read_records
 
+-- Sharding -----------------------------------------------------------------------------------
+-- Shard I of N (0 <= I < N) runs the points whose 0-based index i has i % N == I. A run's
+-- shard comes from QLORA_SWEEP_SHARD ("I/N"; nil when unsharded). Every file a shard writes is
+-- its own: its points' directories and records, and a summary named after the shard, so a
+-- per-run guard (a lock file) can be named per shard too: sys.shard_tag(shard).
+local function shard_setting()
+  local env = os.getenv("QLORA_SWEEP_SHARD")
+  if env == nil or env == "" then return nil end
+  local i, n = env:match("^%s*(%d+)%s*/%s*(%d+)%s*$")
+  i, n = math.tointeger(tonumber(i)), math.tointeger(tonumber(n))
+  if i == nil or n == nil or n < 1 or n > max_points or i >= n then
+    error("qlora.sweep: QLORA_SWEEP_SHARD must be I/N with 0 <= I < N <= " .. max_points .. ", got '" .. env .. "'", 0)
+  end
+  return { index = i, count = n }
+end
+sys.shard_setting = shard_setting
+
+-- "shard-I-of-N": names the files that belong to one shard's run.
+function sys.shard_tag(shard) return string.format("shard-%d-of-%d", shard.index, shard.count) end
+
+local function in_shard(shard, i) return shard == nil or (i - 1) % shard.count == shard.index end
+
+-- A point's own record file (written whole by rename; one writer per point).
+local function record_path(p) return p.out .. "/record.json" end
+
+-- The union of what every run recorded in out: results.jsonl (unsharded runs) and the
+-- points/*/record.json files (shards write one per finished point; an unsharded run removes a
+-- point's file when it appends the point's line, so a file that is there is the newer). Returns
+-- by_id, the ids in point order and the count of unreadable lines or files; nil and the reason
+-- when a path cannot be read.
+local function read_union(out)
+  local by_id, order, bad = read_records(out .. "/results.jsonl")
+  if not by_id then return nil, order end
+  for _, name in ipairs(q.listdir(out .. "/points")) do
+    local text = read_file(out .. "/points/" .. name .. "/record.json")
+    if text then
+      local r = sys.decode(text)
+      if type(r) == "table" and type(r.id) == "string" then
+        if by_id[r.id] == nil then order[#order + 1] = r.id end
+        by_id[r.id] = r
+      else
+        bad = bad + 1
+      end
+    end
+  end
+  -- In point order (records carry their point's index; older lines without one keep their place
+  -- at the end, in file order).
+  local position = {}
+  for i, id in ipairs(order) do position[id] = i end
+  local function key(id)
+    local i = by_id[id].index
+    return type(i) == "number" and math.tointeger(i) or math.maxinteger
+  end
+  table.sort(order, function(a, b)
+    local ka, kb = key(a), key(b)
+    if ka ~= kb then return ka < kb end
+    return position[a] < position[b]
+  end)
+  return by_id, order, bad
+end
+sys.read_union = read_union
+
 local function results_in_point_order(out, points)
-  local by_id, problem = read_records(out .. "/results.jsonl")
+  local by_id, problem = read_union(out)
   if not by_id then error("qlora.sweep: " .. problem, 0) end
   local list = {}
   for _, p in ipairs(points) do
@@ -390,24 +456,32 @@ local function parallel_setting(opts)
 end
 
 -- In the parent: run every point not yet "ok", `parallel` workers at a time.
-local function run_points(opts, points, out_abs, parallel)
+local function run_points(opts, points, out_abs, parallel, shard)
   local out = opts.out
   q.mkdir(out .. "/points")
   local results_path = out .. "/results.jsonl"
-  local done, problem, bad = read_records(results_path)
+  local done, problem, bad = read_union(out)
   if not done then error("qlora.sweep: " .. problem, 0) end
-  if bad > 0 then say("%s: ignoring %d unreadable line(s)", results_path, bad) end
-  local queue, changed = {}, 0
-  for _, p in ipairs(points) do
-    local r = done[p.id]
-    local ok = r and r.status == "ok"
-    -- A line for this id with another config (the sweep's seed changed, or the file was edited)
-    -- is not this point's result.
-    if ok and not same_config(r.config, p.config) then ok, changed = false, changed + 1 end
-    if not ok then queue[#queue + 1] = p end
+  if bad > 0 then say("%s: ignoring %d unreadable record(s)", out, bad) end
+  local queue, changed, mine = {}, 0, 0
+  for i, p in ipairs(points) do
+    if in_shard(shard, i) then
+      mine = mine + 1
+      local r = done[p.id]
+      local ok = r and r.status == "ok"
+      -- A line for this id with another config (the sweep's seed changed, or the file was edited)
+      -- is not this point's result.
+      if ok and not same_config(r.config, p.config) then ok, changed = false, changed + 1 end
+      if not ok then queue[#queue + 1] = p end
+    end
   end
-  if changed > 0 then say("%s: %d point(s) recorded with another config run again", results_path, changed) end
-  say("%s: %d points, %d done earlier, %d to run, %d at a time", out, #points, #points - #queue, #queue, parallel)
+  if changed > 0 then say("%s: %d point(s) recorded with another config run again", out, changed) end
+  if shard then
+    say("%s: shard %d/%d: %d of %d points, %d done earlier, %d to run, %d at a time", out,
+      shard.index, shard.count, mine, #points, mine - #queue, #queue, parallel)
+  else
+    say("%s: %d points, %d done earlier, %d to run, %d at a time", out, #points, #points - #queue, #queue, parallel)
+  end
   if #queue == 0 then return end
   local threads = os.getenv("QLORA_THREADS")
   if threads == nil or threads == "" then threads = tostring(math.max(1, q.threads() // math.min(parallel, #queue))) end
@@ -417,8 +491,14 @@ local function run_points(opts, points, out_abs, parallel)
     local line = '{"id":' .. sys.encode(p.id) .. ',"config":' .. sys.encode(p.config, "config")
       .. ',"status":' .. sys.encode(status) .. ',"metrics":' .. sys.encode(metrics or {}, "metrics")
       .. ',"duration_s":' .. string.format("%.3f", q.clock() - started)
-      .. (err and (',"error":' .. sys.encode(err)) or "") .. "}"
-    sys.append_line(results_path, line)
+      .. (err and (',"error":' .. sys.encode(err)) or "") .. ',"index":' .. p.index .. "}"
+    if shard then
+      sys.write_atomic(record_path(p), line)
+    else
+      -- results.jsonl now holds the newest record of p; a shard's older one must not win.
+      sys.append_line(results_path, line)
+      os.remove(record_path(p))
+    end
     if status == "ok" then
       say("ok    %s in %.2fs", p.id, q.clock() - started)
     else
@@ -496,7 +576,16 @@ local function run_points(opts, points, out_abs, parallel)
     for pid in pairs(running) do sys.stop(pid) end
     error(err, 0)
   end
-  say("%s: %d ran, %d ok, %d failed (%s)", out, #queue, #queue - failed, failed, results_path)
+  say("%s: %d ran, %d ok, %d failed (%s)", out, #queue, #queue - failed, failed,
+    shard and (out .. "/points/*/record.json") or results_path)
+end
+
+-- `qlora sweep --slurm`: with QLORA_SWEEP_PLAN set, the first q.sweep reached writes its out dir
+-- and point count there (JSON) and ends the process before running anything.
+local function write_plan(path, opts, points, out_abs)
+  sys.write_atomic(path, sys.encode({ out = out_abs, points = #points, given_out = opts.out }))
+  io.stdout:flush()
+  os.exit(0)
 end
 
 function q.sweep(opts)
@@ -513,7 +602,10 @@ function q.sweep(opts)
     if assignment.out == out_abs then run_assigned_point(opts, points, assignment) end
     return results_in_point_order(opts.out, points)
   end
+  local plan = os.getenv("QLORA_SWEEP_PLAN")
+  if plan ~= nil and plan ~= "" then write_plan(plan, opts, points, out_abs) end
   local parallel = parallel_setting(opts)
+  local shard = shard_setting()
   if not sys.script() then
     error("qlora.sweep: needs a script run by `qlora run FILE.lua` (each point runs the script again in a new process)", 2)
   end
@@ -523,7 +615,7 @@ function q.sweep(opts)
     if file then error("qlora.sweep: out '" .. opts.out .. "' is not a directory ('" .. file .. "' is a file)", 2) end
     error("qlora.sweep: cannot create out '" .. opts.out .. "': " .. tostring(why):gsub("^qlora%.mkdir: ", ""), 2)
   end
-  run_points(opts, points, out_abs, parallel)
+  run_points(opts, points, out_abs, parallel, shard)
   return results_in_point_order(opts.out, points)
 end
 """#

@@ -2,6 +2,7 @@
 // q.clip_grad_norm, datasets): q.trainer{...}:run(). It logs one JSON line per step, evaluates,
 // writes checkpoints to a temporary directory renamed into place, and resumes from one exactly
 // (parameters, optimizer state, data position and the random stream are all restored).
+// distributed = "mpi" (or a launch by mpirun) trains data-parallel: see setup_distributed.
 
 let trainerSource = #"""
 local q = ...
@@ -14,6 +15,7 @@ local allowed = {
   grad_accum = true, optimizer = true, schedule = true, max_grad_norm = true,
   grad_checkpointing = true, eval_every = true, eval_batches = true, log = true,
   checkpoint = true, seed = true, on_step = true, loss = true, resume = true, print_every = true,
+  distributed = true,
 }
 
 local function fail(msg, level) error("qlora.trainer: " .. msg, level or 0) end
@@ -39,6 +41,9 @@ function q.trainer(opts)
   end
   if opts.loss ~= nil and type(opts.loss) ~= "function" then fail("option 'loss' must be a function (model, batch) -> loss", 2) end
   if opts.on_step ~= nil and type(opts.on_step) ~= "function" then fail("option 'on_step' must be a function", 2) end
+  if opts.distributed ~= nil and opts.distributed ~= false and opts.distributed ~= "mpi" then
+    fail("option 'distributed' must be \"mpi\" or false, got " .. tostring(opts.distributed), 2)
+  end
   return setmetatable({ opts = opts }, Trainer)
 end
 
@@ -179,12 +184,38 @@ function Trainer:_load(path, params, opt, batches)
   return math.tointeger(tonumber(meta.step))
 end
 
+-- Data-parallel training over MPI: nil for a single process, else {rank =, size =}. With
+-- distributed = "mpi", or unset in a job mpirun launched with more than one rank (said on rank
+-- 0's output), every rank runs the same script: each reads the same batch stream and computes
+-- grad_accum / size of every step's micro-batches (rank r the r-th run of them), the gradients are
+-- summed over ranks (q.mpi.allreduce_grads: one MPI_Allreduce of a flat buffer in parameter
+-- order), and every rank applies the same update. Only rank 0 prints, logs and checkpoints.
+local function setup_distributed(o, accum)
+  local d, launch = o.distributed, nil
+  if d == false then return nil end
+  if d == nil then
+    local n, var = q.mpi.launched()
+    if not n or n < 2 then return nil end
+    launch = var .. "=" .. n
+  end
+  local rank, size = q.mpi.init()
+  if launch and rank == 0 then
+    print(string.format("qlora.trainer: launched by mpirun (%s): training data-parallel over %d ranks", launch, size))
+  end
+  if accum % size ~= 0 then
+    fail(string.format("grad_accum (%d) must be a multiple of the %d MPI ranks (each rank takes grad_accum / ranks micro-batches of every step)", accum, size))
+  end
+  return { rank = rank, size = size, per_rank = accum // size }
+end
+
 function Trainer:run()
   local o = self.opts
   local model = o.model
   local params = model:parameters{ trainable = true }
   if #params == 0 then fail("the model has no trainable parameters (call model:add_lora, or model:set_trainable(true) for a dense model)") end
   local accum = o.grad_accum or 1
+  local dist = setup_distributed(o, accum)
+  local lead = dist == nil or dist.rank == 0  -- prints, logs and writes checkpoints
   local seed = o.seed or 0
   local batches = o.train:batches{ size = o.batch_size or 4, shuffle = true, seed = seed }
   local per_epoch = batches:num_batches()
@@ -198,15 +229,16 @@ function Trainer:run()
   local sopts = { lr = peak, warmup = sched.warmup or 0, total = total, min_lr = sched.min_lr or 0 }
   q.lr_at(kind, 1, sopts) -- validates the schedule now
   q.manual_seed(seed)
+  if dist then dist.stream = q.random_state() end
   local step = 0
   if o.resume then step = self:_load(o.resume, params, opt, batches) end
   local first_step = step
-  if step >= total then
+  if step >= total and lead then
     print(string.format("qlora.trainer: the run is already complete (step %d of %d in %s); no steps to run",
       step, total, self.resumed_from))
   end
   local log
-  if o.log then
+  if o.log and lead then
     local d = o.log:match("(.*)/[^/]*$")
     if d then q.mkdir(d) end
     log = assert(io.open(o.log, step > 0 and "a" or "w"))
@@ -223,8 +255,13 @@ function Trainer:run()
   while step < total and not stopped do
     local step_start = q.clock()
     local step_loss, step_tokens = 0, 0
-    for _ = 1, accum do
+    for i = 1, accum do
       local b = batches:next() or batches:next()
+      step_tokens = step_tokens + b.tokens
+      if dist and (i - 1) // dist.per_rank ~= dist.rank then goto other_rank end
+      -- Each micro-batch's random draws (dropout) come from its own place in the stream, fixed by
+      -- the step and its index: the same on whichever rank computes it, and after a resume.
+      if dist then q.set_random_state(dist.stream, (step * accum + i - 1) << 40) end
       local loss = o.loss and o.loss(model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
         { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
       local l = loss:item()
@@ -233,7 +270,11 @@ function Trainer:run()
       end
       loss:backward(q.tensor(1 / accum))
       step_loss = step_loss + l / accum
-      step_tokens = step_tokens + b.tokens
+      ::other_rank::
+    end
+    if dist then
+      step_loss = q.mpi.allreduce({ step_loss })[1]
+      q.mpi.allreduce_grads(params)
     end
     step = step + 1
     local lr = q.lr_at(kind, step, sopts)
@@ -259,10 +300,10 @@ function Trainer:run()
       state.eval_loss = eval_loss
       if log then log:write(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" }), "\n"); log:flush() end
     end
-    if o.checkpoint and o.checkpoint.every and step % o.checkpoint.every == 0 then
+    if o.checkpoint and o.checkpoint.every and step % o.checkpoint.every == 0 and lead then
       self:_save(step, params, opt, batches, step_loss)
     end
-    if step % print_every == 0 or step == total then
+    if lead and (step % print_every == 0 or step == total) then
       local rate = tokens_total / math.max(now - started, 1e-9)
       local eta = (total - step) * (now - started) / math.max(step - first_step, 1)
       local line = string.format("step %d/%d  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  eta %.0fs",
@@ -270,6 +311,8 @@ function Trainer:run()
       if tty then io.write("\r", line, "   ") if step == total then io.write("\n") end io.flush() else print(line) end
     end
     if o.on_step and o.on_step(state) == "stop" then stopped = true end
+    -- every rank stops at the same step when any rank's on_step says so
+    if dist and o.on_step then stopped = q.mpi.allreduce({ stopped and 1 or 0 })[1] > 0 end
   end
   model:train(was_training)
   model:gradient_checkpointing(was_checkpointing)
@@ -277,7 +320,7 @@ function Trainer:run()
     eval_loss = evaluate(model, o.eval, o)
     if log then log:write(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" }), "\n") end
   end
-  if o.checkpoint and o.checkpoint.dir and step > first_step and not (o.checkpoint.every and step % o.checkpoint.every == 0) then
+  if lead and o.checkpoint and o.checkpoint.dir and step > first_step and not (o.checkpoint.every and step % o.checkpoint.every == 0) then
     self:_save(step, params, opt, batches, last_loss)
   end
   if log then log:close() end
@@ -289,6 +332,7 @@ function Trainer:run()
     eval_loss = eval_loss, eval_ppl = eval_loss and math.exp(eval_loss) or nil,
     tokens_per_sec = tokens_total / math.max(elapsed, 1e-9), elapsed_s = elapsed, peak_rss_mb = peak_rss,
     stopped = stopped, resumed_from = self.resumed_from,
+    rank = dist and dist.rank or 0, ranks = dist and dist.size or 1,
   }
 end
 

@@ -11,8 +11,9 @@ usage: qlora <command> [args]
 
 commands:
   run FILE.lua [args...]      run an experiment script (the global `arg` holds the args)
-  sweep FILE.lua [--parallel N] [args...]
-                              run a sweep script with QLORA_SWEEP_PARALLEL=N set
+  sweep FILE.lua [--parallel N] [--shard I/N | --slurm ...] [args...]
+                              run a sweep script (or one shard of it), or print a Slurm
+                              job-array script for it
   info MODEL_DIR [--json]     architecture, parameter counts and memory needs, from config.json
                               and the safetensors headers (no weights read)
   quantize MODEL_DIR OUT_DIR [--type nf4|fp4 --block N --double-quant|--no-double-quant]

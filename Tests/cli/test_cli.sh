@@ -79,6 +79,7 @@ cat > "$tmp/args.lua" <<'LUA'
 local q = require "qlora"
 print("args: " .. table.concat(arg, " "))
 print("parallel: " .. tostring(os.getenv("QLORA_SWEEP_PARALLEL")))
+print("shard: " .. tostring(os.getenv("QLORA_SWEEP_SHARD")))
 print("module: " .. type(q.llama))
 LUA
 printf 'error("broken on purpose")\n' > "$tmp/fails.lua"
@@ -97,6 +98,11 @@ expect "sweep --parallel abc" 2 "--parallel expects an integer from 1 to 1024, g
 expect "sweep --parallel 1000000" 2 "--parallel expects an integer from 1 to 1024, got '1000000'" -- q sweep --parallel 1000000 "$tmp/args.lua"
 expect "sweep --parallel without a value" 2 "--parallel needs a value" -- q sweep "$tmp/args.lua" --parallel
 expect "sweep: script error exits 1" 1 "broken on purpose" -- q sweep "$tmp/fails.lua" --parallel 2
+expect "sweep --help names --shard and --slurm" 0 "--shard I/N" "--slurm" -- q sweep --help
+expect "sweep --shard sets QLORA_SWEEP_SHARD" 0 "^shard: 1/3$" -- env -u QLORA_SWEEP_SHARD "$bin" sweep --shard 1/3 "$tmp/args.lua"
+expect "sweep shard from a Slurm array" 0 "running shard 2/4, from SLURM_ARRAY_TASK_ID=3, SLURM_ARRAY_TASK_COUNT=4, SLURM_ARRAY_TASK_MIN=1" "^shard: 2/4$" -- env SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_COUNT=4 SLURM_ARRAY_TASK_MIN=1 "$bin" sweep "$tmp/args.lua"
+expect "sweep --shard 2/2" 2 "--shard expects I/N with 0 <= I < N" -- q sweep --shard 2/2 "$tmp/args.lua"
+expect "sweep --partition without --slurm" 2 "option --partition belongs to --slurm" -- q sweep --partition cpu "$tmp/args.lua"
 
 # --- info --------------------------------------------------------------------------------------
 expect "info dense" 0 "^architecture +LlamaForCausalLM" "^heads +4 \(kv heads 2, head_dim 16\)" "^stored dtype +F32$" \
