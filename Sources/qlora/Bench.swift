@@ -13,7 +13,7 @@ import Tensor
 
 enum Bench {
     static let help = """
-    usage: qlora bench [tensor|quant|train]... [--json] [train options]
+    usage: qlora bench [tensor|quant|train|generate]... [--json] [train / generate options]
 
     Measures against references timed in the same run:
       tensor  add and softmax vs memcpy of the same traffic; OpenBLAS sgemm GFLOP/s
@@ -22,6 +22,8 @@ enum Bench {
       train   QLoRA steps (NF4 + double quantization, LoRA on all seven projections, AdamW):
               load time, tokens/s, peak RSS, FLOP utilisation vs sgemm; by default of the
               PyTorch peer's default configuration
+      generate  greedy generation of a model through the KV cache: prompt processing and
+              generation tokens/s (needs --model)
     Without a suite: tensor and quant.
 
     options:
@@ -35,12 +37,18 @@ enum Bench {
       --steps N           timed steps after 2 warm-up steps (5)
       --compute LIST      f32, bf16 or f32,bf16 (f32,bf16)
       --checkpointing     gradient checkpointing on
+    generate options (with --model, and --compute f32 or bf16):
+      --prompt-tokens N   prompt length (128)
+      --tokens N          new tokens (64)
+      --quant nf4|fp4|none  4-bit on load, or dense (nf4)
 
     """ + ExitStatus.helpText
     static func run(_ args: [String]) -> Int32 {
         var json = false
         var suites: [String] = []
         var train = TrainOptions()
+        var gen = GenerateOptions()
+        var genOption = false
         var seen = Set<String>()
         var i = 0
         func usage(_ msg: String) -> Int32 {
@@ -59,7 +67,19 @@ enum Bench {
             case "--help", "-h":
                 print(help)
                 return 0
-            case "tensor", "quant", "train": suites.append(a)
+            case "tensor", "quant", "train", "generate": suites.append(a)
+            case "--prompt-tokens", "--tokens", "--quant":
+                guard i + 1 < args.count else { return usage("option \(a) needs a value") }
+                let v = args[i + 1]
+                i += 1
+                genOption = true
+                if a == "--quant" {
+                    guard ["nf4", "fp4", "none"].contains(v) else { return usage("--quant must be nf4, fp4 or none, got '\(v)'") }
+                    gen.quant = v
+                } else {
+                    guard let n = Int(v), n >= 1, n <= 1 << 16 else { return usage("\(a) must be an integer 1..65536, got '\(v)'") }
+                    if a == "--tokens" { gen.tokens = n } else { gen.promptTokens = n }
+                }
             case "--model", "--seq", "--batch", "--r", "--steps", "--compute":
                 guard i + 1 < args.count else { return usage("option \(a) needs a value") }
                 let v = args[i + 1]
@@ -82,14 +102,24 @@ enum Bench {
                     }
                 }
             default:
-                return usage("unknown argument '\(a)' (expected: tensor, quant, train, --json, or train options)")
+                return usage("unknown argument '\(a)' (expected: tensor, quant, train, generate, --json, or their options)")
             }
             i += 1
         }
-        let trainOnly = train.model != nil || train.seq != nil || train.batch != nil || train.r != nil || train.steps != nil
-            || train.compute != nil || train.checkpointing
+        let trainOnly = train.seq != nil || train.batch != nil || train.r != nil || train.steps != nil || train.checkpointing
         if trainOnly && !suites.contains("train") {
             if suites.isEmpty { suites = ["train"] } else { return usage("train options need the train suite") }
+        }
+        if genOption && !suites.contains("generate") {
+            if suites.isEmpty { suites = ["generate"] } else { return usage("generate options need the generate suite") }
+        }
+        if (train.model != nil || train.compute != nil) && suites.isEmpty { suites = ["train"] }
+        if (train.model != nil || train.compute != nil) && !suites.contains("train") && !suites.contains("generate") {
+            return usage("--model and --compute need the train or generate suite")
+        }
+        if suites.contains("generate") {
+            if train.model == nil { return usage("the generate suite needs --model PATH") }
+            if let c = train.compute, c != "f32" && c != "bf16" { return usage("generate takes one --compute: f32 or bf16") }
         }
         if suites.isEmpty { suites = ["tensor", "quant"] }
         do {
@@ -97,6 +127,7 @@ enum Bench {
                 switch s {
                 case "tensor": try tensorSuite(json: json)
                 case "quant": try quantSuite(json: json)
+                case "generate": try generateSuite(json: json, model: train.model, compute: train.compute, gen)
                 default: try trainSuite(json: json, train)
                 }
             }

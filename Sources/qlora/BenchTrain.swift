@@ -13,12 +13,14 @@ extension Bench {
     static let trainScript = #"""
 local q = require "qlora"
 local json = ...
+-- a JSON string: quotes, backslashes and control characters as \u escapes
+local function jstr(s) return '"' .. s:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"' end
 local function emit(fields, order)
   if json then
     local parts = {}
     for _, k in ipairs(order) do
       local v = fields[k]
-      parts[#parts + 1] = string.format('"%s": %s', k, type(v) == "number" and string.format("%.6g", v) or string.format("%q", v))
+      parts[#parts + 1] = string.format('"%s": %s', k, type(v) == "number" and string.format("%.6g", v) or jstr(v))
     end
     print("{" .. table.concat(parts, ", ") .. "}")
   else

@@ -255,6 +255,12 @@ expect "bench train: a bad count" 2 "--batch must be an integer 1..1048576, got 
 expect "bench train: a bad compute" 2 "--compute must be f32, bf16 or f32,bf16, got 'f16'" -- q bench --compute f16
 expect "bench train: a missing value" 2 "option --model needs a value" -- q bench train --model
 expect "bench: train options without train" 2 "train options need the train suite" -- q bench quant --r 4
+expect "bench generate needs --model" 2 "the generate suite needs --model PATH" -- q bench generate
+expect "bench generate: a bad --quant" 2 "--quant must be nf4, fp4 or none" -- q bench generate --model "$fx/tiny-llama" --quant q8
+expect "bench generate on the tiny model" 0 "^op=generate .*prompt_tokens=8 .*gen_tokens_per_sec=" -- \
+  q bench generate --model "$fx/tiny-llama" --prompt-tokens 8 --tokens 4
+expect "bench generate --json" 0 '^\{"op": "generate", "model": "[^"]*tiny-llama"' -- \
+  q bench generate --model "$fx/tiny-llama" --prompt-tokens 8 --tokens 4 --json --quant none
 
 # --- models named by Hugging Face repo id, from the local Hugging Face cache ---------------------
 hub="$tmp/hub"; snap="$hub/models--org--tiny-llama/snapshots/0123456789abcdef0123456789abcdef01234567"
