@@ -33,6 +33,13 @@ enum ModelSummary {
         add("norms", norms, norms * 4)
         var out = "\(c.architecture): \(c.numLayers) layers, hidden \(c.hiddenSize), intermediate \(c.intermediateSize), "
         out += "heads \(c.numHeads) (kv \(c.numKVHeads), head_dim \(c.headDim)), vocab \(c.vocabSize)\n"
+        let computes = m.linears.compactMap { l -> ComputeType? in
+            if case .quantized(let q) = l.base { return q.compute } else { return nil }
+        } + [m.headCompute]
+        if computes.contains(.bf16) && !ComputeType.bf16Kernels {
+            out += "compute bf16 runs the f32 kernels: this CPU (level \(Runtime.isaName)) has no bf16 dot products, where "
+            out += "bf16 would only round operands and run slower (QLORA_BF16=emulate runs the bf16 rounding anyway)\n"
+        }
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
         func row(_ k: String, _ p: Int, _ b: Int) -> String {
             pad(k, 14) + String(format: " %14ld %14ld %10.3f", p, b, p > 0 ? Double(b * 8) / Double(p) : 0)

@@ -2,6 +2,7 @@
 
 import CLua
 import Foundation
+import Quant
 import Tensor
 import Train
 
@@ -9,6 +10,9 @@ enum RuntimeBindings {
     static func functions() -> [(String, LuaFunction)] {
         [
             ("isa", { a in luaPushString(a.L, Runtime.isaName); return 1 }),
+            // whether compute = "bf16" runs the bf16 kernels here (bf16 dot products, or
+            // QLORA_BF16=emulate); otherwise it runs the f32 ones
+            ("bf16_kernels", { a in lua_pushboolean(a.L, ComputeType.bf16Kernels ? 1 : 0); return 1 }),
             ("supported_isas", { a in
                 let names = Runtime.supportedIsas
                 lua_createtable(a.L, Int32(names.count), 0)

@@ -58,7 +58,7 @@ public final class LinearModule {
     public func baseForward(_ x: Tensor) throws -> Tensor {
         switch base {
         case .dense(let w, let b):
-            var y = try x.linear(w, bf16: denseBF16)
+            var y = try x.linear(w, bf16: denseBF16 && ComputeType.bf16Kernels)
             if let b = b { y = try y.binary(.add, b) }
             return y
         case .quantized(let q):

@@ -51,6 +51,11 @@ public final class LlamaModel {
     public var headCompute: ComputeType = .f32 {
         didSet { lmHead?.denseBF16 = headCompute == .bf16 }
     }
+
+    /// Whether the head's products run in bf16 here: its compute is bf16 and the CPU has bf16 dot
+    /// products (or QLORA_BF16=emulate); see ComputeType.kernels.
+    var headBF16: Bool { headCompute.kernels == .bf16 }
+
     public let rope: RoPE
     public var training = false
     /// Recompute each decoder layer in backward instead of keeping its activations: activation
@@ -82,7 +87,7 @@ public final class LlamaModel {
     public func forward(_ ids: Tensor, cache: KVCache? = nil, segmentIds: Tensor? = nil, positionIds: Tensor? = nil) throws -> Tensor {
         let h = try finalHidden(ids, cache: cache, segmentIds: segmentIds, positionIds: positionIds)
         if let head = lmHead { return try head.forward(h, training: training) }
-        return try h.linear(embedding, bf16: headCompute == .bf16)
+        return try h.linear(embedding, bf16: headBF16)
     }
 
     /// The final normed hidden states [B, T, hidden] that the head turns into logits.
@@ -159,9 +164,9 @@ public final class LlamaModel {
     /// The head's weight and bf16 setting when it is a plain dense product: the tied embedding, or
     /// an lm_head without bias whose adapters (if any) are merged, disabled or inactive.
     var plainHead: (Tensor, Bool)? {
-        guard let head = lmHead else { return (embedding, headCompute == .bf16) }
+        guard let head = lmHead else { return (embedding, headBF16) }
         guard case .dense(let w, let bias) = head.base, bias == nil else { return nil }
         let adapting = head.adaptersEnabled && head.adapters.contains { !$0.adapter.merged && (head.activeAdapters?.contains($0.name) ?? true) }
-        return adapting ? nil : (w, head.denseBF16)
+        return adapting ? nil : (w, head.denseBF16 && ComputeType.bf16Kernels)
     }
 }

@@ -3,6 +3,7 @@
 // (and the bias gradient when the bias requires it); W itself gets no gradient.
 
 import CKernels
+import Foundation
 import Tensor
 
 public enum ComputeType: String, CaseIterable {
@@ -13,6 +14,18 @@ public enum ComputeType: String, CaseIterable {
     /// The modes the fused kernels implement (what benchmarks measure).
     public static let kernelModes: [ComputeType] = [.f32, .bf16]
     public static let names = allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+
+    /// The arithmetic this compute type runs on this CPU at the current ISA level. bf16 runs the
+    /// bf16 kernels only where the CPU has bf16 dot products (the avx512bf16 level) or
+    /// QLORA_BF16=emulate asks for them: elsewhere they can only round operands to bf16 before f32
+    /// arithmetic, which costs time and buys nothing, so the f32 kernels run instead.
+    public var kernels: ComputeType { self == .bf16 && !ComputeType.bf16Kernels ? .f32 : self }
+
+    /// Whether compute = bf16 runs the bf16 kernels here (see `kernels`).
+    public static var bf16Kernels: Bool { emulateBF16 || ql_isa_current() >= Int32(QL_ISA_AVX512BF16.rawValue) }
+
+    /// QLORA_BF16=emulate: the bf16 kernels even without bf16 dot products (to compare numerics).
+    nonisolated(unsafe) public static var emulateBF16 = ProcessInfo.processInfo.environment["QLORA_BF16"] == "emulate"
 }
 
 public final class QuantLinear {
@@ -38,7 +51,7 @@ public final class QuantLinear {
     /// out [m, out] = xf [m, in] W^T (+ bias) with no graph; xf and out f32 and contiguous.
     public func product(_ xf: Tensor, rows m: Int, into out: Tensor) throws {
         let b = try bias?.asF32()
-        let compute = self.compute
+        let compute = self.compute.kernels
         try weight.withWeight { w in
             if compute == .bf16 {
                 ql_matmul4_bf16(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32)
@@ -50,7 +63,7 @@ public final class QuantLinear {
 
     /// dx [m, in] = dy [m, out] W with no graph; both f32 and contiguous.
     public func inputGradient(_ dy: Tensor, rows m: Int, into dx: Tensor, compute: ComputeType? = nil) throws {
-        let compute = compute ?? self.compute
+        let compute = (compute ?? self.compute).kernels
         try weight.withWeight { w in
             if compute == .bf16 {
                 ql_matmul4_backward_bf16(w, dy.f32, Int64(m), dx.f32)
@@ -65,7 +78,7 @@ public final class QuantLinear {
     public func productLoRA(_ xf: Tensor, rows m: Int, into out: Tensor, a: Tensor, rank r: Int,
                             h: Tensor) throws {
         let b = try bias?.asF32()
-        let compute = self.compute
+        let compute = self.compute.kernels
         try weight.withWeight { w in
             if compute == .bf16 {
                 ql_matmul4_lora_bf16(w, xf.f32, Int64(m), b.map { UnsafePointer($0.f32) }, out.f32,
@@ -80,7 +93,7 @@ public final class QuantLinear {
     /// dx [m, in] = dy W + dh A in one kernel pass (dh [m, r], A [r, in]; all f32, contiguous).
     public func inputGradientLoRA(_ dy: Tensor, dh: Tensor, a: Tensor, rank r: Int, rows m: Int,
                                   into dx: Tensor, compute: ComputeType? = nil) throws {
-        let compute = compute ?? self.compute
+        let compute = (compute ?? self.compute).kernels
         try weight.withWeight { w in
             if compute == .bf16 {
                 ql_matmul4_lora_backward_bf16(w, dy.f32, dh.f32, a.f32, Int64(r), Int64(m), dx.f32)

@@ -1,6 +1,9 @@
 -- The dense output head's compute type (model:head_compute): quantize / load_model with
 -- compute = "bf16" make the head (lm_head, or the tied embedding) compute its logits and its
 -- input gradient with bf16-rounded operands; its weight gradient, when it trains, stays f32.
+-- On a CPU without bf16 dot products compute = "bf16" runs the f32 kernels (q.bf16_kernels() is
+-- false): the head is then exactly the f32 head; scripts/test also runs this file with
+-- QLORA_BF16=emulate there, so the bf16 rounding is tested on every CPU.
 local q = require "qlora"
 local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
 
@@ -23,6 +26,13 @@ T.case("quantize sets the head's compute with the 4-bit layers'", function()
   T.eq(model:head_compute("bf16"), "f32", "the setter returns the previous one")
   T.eq(model:head_compute(), "bf16", "set")
   T.errors(function() model:head_compute("bnb_bf16") end, "head compute must be")
+  -- the summary says when bf16 runs the f32 kernels, and only then
+  model:quantize{ type = "nf4", compute = "bf16" }
+  local says = model:summary():find("compute bf16 runs the f32 kernels", 1, true) ~= nil
+  T.eq(says, not q.bf16_kernels(), "summary names the f32 kernels exactly when they run")
+  model:quantize{ type = "nf4", compute = "f32" }
+  model:head_compute("f32")
+  T.eq(model:summary():find("compute bf16", 1, true), nil, "f32 compute says nothing")
 end)
 
 -- Same model, head in f32 then bf16: logits and LoRA gradients move by bf16 rounding, not more.
@@ -48,6 +58,10 @@ for _, tied in ipairs({ false, true }) do
     local l32, g32 = run("f32")
     local l16, g16 = run("bf16")
     local d = rel_diff(l16, l32)
+    if not q.bf16_kernels() then
+      T.eq(d, 0, "without bf16 dot products the bf16 head runs the f32 kernels")
+      return
+    end
     assert(d > 0, "the bf16 head changes the logits")
     assert(d < 1e-2, "logits differ by " .. d .. " of their scale")
     local n = 0
