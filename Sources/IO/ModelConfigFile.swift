@@ -1,5 +1,5 @@
-// Reading a Hugging Face config.json into a ModelConfig: the Llama, Mistral, Qwen2 and Qwen3
-// architectures, both RoPE styles (rope_theta/rope_scaling and rope_parameters), and the
+// Reading a Hugging Face config.json into a ModelConfig: the Llama, Mistral, Qwen2, Qwen3,
+// Gemma 2 and Gemma 3 (text) architectures, both RoPE styles (rope_theta/rope_scaling and rope_parameters), and the
 // bitsandbytes quantization_config of a 4-bit checkpoint. Unsupported options are errors.
 
 import NN
@@ -10,7 +10,8 @@ public struct CheckpointQuantization: Equatable {
 }
 
 public enum ModelConfigFile {
-    public static let architectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"]
+    public static let architectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                                       "Gemma2ForCausalLM", "Gemma3ForCausalLM"]
 
     public static func load(_ path: String) throws -> (ModelConfig, CheckpointQuantization?) {
         let json = try JSONValue.load(path: path)
@@ -33,8 +34,12 @@ public enum ModelConfigFile {
         guard architectures.contains(arch) else {
             throw bad("unsupported architecture \"\(arch)\" (qlora supports \(architectures.joined(separator: ", ")))")
         }
-        if let act = obj["hidden_act"]?.stringValue, act != "silu" {
-            throw bad("unsupported hidden_act \"\(act)\" (expected \"silu\")")
+        let isGemma = arch.hasPrefix("Gemma")
+        let wantAct = isGemma ? "gelu_pytorch_tanh" : "silu"
+        for key in isGemma ? ["hidden_activation", "hidden_act"] : ["hidden_act"] {
+            if let act = obj[key]?.stringValue, act != wantAct {
+                throw bad("unsupported \(key) \"\(act)\" (\(arch) is read with \"\(wantAct)\")")
+            }
         }
         var c = ModelConfig(vocabSize: try int("vocab_size"), hiddenSize: try int("hidden_size"),
                             intermediateSize: try int("intermediate_size"), numLayers: try int("num_hidden_layers"),
@@ -47,9 +52,10 @@ public enum ModelConfigFile {
         c.maxPositions = try int("max_position_embeddings", default: 2048)
         c.tieWordEmbeddings = obj["tie_word_embeddings"]?.boolValue ?? false
         c.attentionBias = arch == "Qwen2ForCausalLM" || (obj["attention_bias"]?.boolValue ?? false)
-        c.qkNorm = arch == "Qwen3ForCausalLM"
+        c.qkNorm = arch == "Qwen3ForCausalLM" || arch == "Gemma3ForCausalLM"
+        if isGemma { c.tieWordEmbeddings = obj["tie_word_embeddings"]?.boolValue ?? true }
         if obj["mlp_bias"]?.boolValue == true { throw bad("unsupported mlp_bias = true") }
-        if let s = obj["sliding_window"], !s.isNull, obj["use_sliding_window"]?.boolValue == true {
+        if !isGemma, let s = obj["sliding_window"], !s.isNull, obj["use_sliding_window"]?.boolValue == true {
             throw bad("unsupported use_sliding_window = true")
         }
         c.bosTokenId = obj["bos_token_id"]?.intValue
@@ -58,8 +64,14 @@ public enum ModelConfigFile {
         }
         c.padTokenId = obj["pad_token_id"]?.intValue
 
-        // RoPE: rope_parameters (newer) or rope_theta + rope_scaling (older).
-        let params = obj["rope_parameters"]?.objectValue
+        // RoPE: rope_parameters (newer; Gemma 3 keeps one per layer type) or rope_theta +
+        // rope_scaling (older; Gemma 3's sliding layers then use rope_local_base_freq).
+        var params = obj["rope_parameters"]?.objectValue
+        var localParams: JSONObject? = nil
+        if let full = params?["full_attention"]?.objectValue {
+            localParams = params?["sliding_attention"]?.objectValue
+            params = full
+        }
         c.ropeTheta = try params.flatMap { try double($0, "rope_theta") } ?? double(obj, "rope_theta") ?? 10000
         let scaling = params ?? obj["rope_scaling"]?.objectValue
         if let s = scaling {
@@ -80,6 +92,7 @@ public enum ModelConfigFile {
                 throw bad("unsupported rope scaling type \"\(type)\" (qlora supports default, linear, llama3)")
             }
         }
+        if isGemma { c.gemma = try gemmaOptions(obj, arch: arch, config: c, localParams: localParams, bad: bad) }
         do { try c.validate(path) } catch let e as ModelError { throw bad(String(e.message.dropFirst(path.count + 2))) }
 
         var quant: CheckpointQuantization? = nil
@@ -93,5 +106,52 @@ public enum ModelConfigFile {
             quant = CheckpointQuantization(options: options)
         }
         return (c, quant)
+    }
+
+    /// Gemma 2 / 3 fields: query_pre_attn_scalar, soft-capping, the sliding window and which
+    /// layers use it (layer_types, or the family's default pattern), Gemma 3's local RoPE theta.
+    static func gemmaOptions(_ obj: JSONObject, arch: String, config c: ModelConfig, localParams: JSONObject?,
+                             bad: (String) -> IOError) throws -> GemmaOptions {
+        func positive(_ key: String) throws -> Double? {
+            guard let v = obj[key], !v.isNull else { return nil }
+            guard let d = v.doubleValue, d > 0, d.isFinite else { throw bad("field \"\(key)\" must be a positive number, got \(v)") }
+            return d
+        }
+        if obj["use_bidirectional_attention"]?.boolValue == true { throw bad("unsupported use_bidirectional_attention = true") }
+        var g = GemmaOptions(queryPreAttnScalar: try positive("query_pre_attn_scalar") ?? Double(c.headDim))
+        g.attnSoftcap = try positive("attn_logit_softcapping")
+        g.finalSoftcap = try positive("final_logit_softcapping")
+        if let w = obj["sliding_window"], !w.isNull {
+            guard let n = w.intValue, n > 0 else { throw bad("field \"sliding_window\" must be a positive integer, got \(w)") }
+            g.slidingWindow = n
+        }
+        if let types = obj["layer_types"]?.arrayValue {
+            guard types.count == c.numLayers else {
+                throw bad("layer_types has \(types.count) entries for \(c.numLayers) layers")
+            }
+            g.slidingLayers = try types.map { v in
+                switch v.stringValue {
+                case "sliding_attention": return true
+                case "full_attention": return false
+                default: throw bad("unsupported layer type \(v) in layer_types (expected sliding_attention or full_attention)")
+                }
+            }
+        } else if arch == "Gemma2ForCausalLM" {
+            g.slidingLayers = (0..<c.numLayers).map { $0 % 2 == 0 }
+        } else {
+            let pattern = obj["sliding_window_pattern"]?.intValue ?? obj["_sliding_window_pattern"]?.intValue ?? 6
+            g.slidingLayers = (0..<c.numLayers).map { pattern <= 0 || ($0 + 1) % pattern != 0 }
+        }
+        if arch == "Gemma3ForCausalLM" {
+            if let lp = localParams {
+                if let type = lp["rope_type"]?.stringValue, type != "default" {
+                    throw bad("unsupported rope type \"\(type)\" for sliding_attention layers")
+                }
+                g.localRopeTheta = lp["rope_theta"]?.doubleValue
+            } else {
+                g.localRopeTheta = try positive("rope_local_base_freq") ?? 10000
+            }
+        }
+        return g
     }
 }

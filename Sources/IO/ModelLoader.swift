@@ -41,6 +41,11 @@ public enum ModelLoader {
             weights.release(name)             // a copy of its own now
             return converted
         }
+        // an RMSNorm weight; Gemma stores it as an offset from one, qlora holds 1 + w
+        func norm(_ name: String, _ n: Int) throws -> Tensor {
+            let w = try dense(name, [n])
+            return c.gemma != nil ? try w.binary(.add, scalar: 1) : w
+        }
         func linear(_ prefix: String, layer: Int?, out: Int, inp: Int, bias: Bool) throws -> LinearModule {
             let b = bias ? try dense(prefix + ".bias", [out]) : nil
             let base: LinearBase
@@ -64,8 +69,8 @@ public enum ModelLoader {
             let p = "model.layers.\(i)"
             layers.append(DecoderLayer(
                 index: i,
-                inputNorm: try dense("\(p).input_layernorm.weight", [c.hiddenSize]),
-                postAttentionNorm: try dense("\(p).post_attention_layernorm.weight", [c.hiddenSize]),
+                inputNorm: try norm("\(p).input_layernorm.weight", c.hiddenSize),
+                postAttentionNorm: try norm("\(p).post_attention_layernorm.weight", c.hiddenSize),
                 q: try linear("\(p).self_attn.q_proj", layer: i, out: qd, inp: c.hiddenSize, bias: c.attentionBias),
                 k: try linear("\(p).self_attn.k_proj", layer: i, out: kvd, inp: c.hiddenSize, bias: c.attentionBias),
                 v: try linear("\(p).self_attn.v_proj", layer: i, out: kvd, inp: c.hiddenSize, bias: c.attentionBias),
@@ -73,15 +78,17 @@ public enum ModelLoader {
                 gate: try linear("\(p).mlp.gate_proj", layer: i, out: c.intermediateSize, inp: c.hiddenSize, bias: false),
                 up: try linear("\(p).mlp.up_proj", layer: i, out: c.intermediateSize, inp: c.hiddenSize, bias: false),
                 down: try linear("\(p).mlp.down_proj", layer: i, out: c.hiddenSize, inp: c.intermediateSize, bias: false),
-                qNorm: c.qkNorm ? try dense("\(p).self_attn.q_norm.weight", [c.headDim]) : nil,
-                kNorm: c.qkNorm ? try dense("\(p).self_attn.k_norm.weight", [c.headDim]) : nil))
+                qNorm: c.qkNorm ? try norm("\(p).self_attn.q_norm.weight", c.headDim) : nil,
+                kNorm: c.qkNorm ? try norm("\(p).self_attn.k_norm.weight", c.headDim) : nil,
+                preFeedforwardNorm: c.gemma != nil ? try norm("\(p).pre_feedforward_layernorm.weight", c.hiddenSize) : nil,
+                postFeedforwardNorm: c.gemma != nil ? try norm("\(p).post_feedforward_layernorm.weight", c.hiddenSize) : nil))
         }
-        let norm = try dense("model.norm.weight", [c.hiddenSize])
+        let finalNorm = try norm("model.norm.weight", c.hiddenSize)
         var head: LinearModule? = nil
         if !c.tieWordEmbeddings {
             head = try linear("lm_head", layer: nil, out: c.vocabSize, inp: c.hiddenSize, bias: false)
         }
-        let model = try LlamaModel(config: c, embedding: embedding, layers: layers, norm: norm, lmHead: head)
+        let model = try LlamaModel(config: c, embedding: embedding, layers: layers, norm: finalNorm, lmHead: head)
         model.sourcePath = dir
         warnAboutUnused(weights.unused, dir: dir, config: c)
         if (options.quant != nil || checkpointQuant != nil) && options.compute == .bf16 { model.headCompute = .bf16 }

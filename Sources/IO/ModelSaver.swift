@@ -29,15 +29,21 @@ public enum ModelSaver {
         func dense(_ name: String, _ t: Tensor) throws {
             tensors.append((name, try t.dtype == options.dtype ? t : t.converted(to: options.dtype)))
         }
+        // an RMSNorm weight: Gemma's files hold it as an offset from one (qlora holds 1 + w)
+        func norm(_ name: String, _ t: Tensor) throws {
+            try dense(name, c.gemma != nil ? try t.binary(.add, scalar: -1) : t)
+        }
         try dense("model.embed_tokens.weight", model.embedding)
         var quantType: QuantType? = nil
         var doubleQuant = false
         for layer in model.layers {
             let p = "model.layers.\(layer.index)"
-            try dense("\(p).input_layernorm.weight", layer.inputNorm)
-            try dense("\(p).post_attention_layernorm.weight", layer.postAttentionNorm)
-            if let n = layer.qNorm { try dense("\(p).self_attn.q_norm.weight", n) }
-            if let n = layer.kNorm { try dense("\(p).self_attn.k_norm.weight", n) }
+            try norm("\(p).input_layernorm.weight", layer.inputNorm)
+            try norm("\(p).post_attention_layernorm.weight", layer.postAttentionNorm)
+            if let n = layer.qNorm { try norm("\(p).self_attn.q_norm.weight", n) }
+            if let n = layer.kNorm { try norm("\(p).self_attn.k_norm.weight", n) }
+            if let n = layer.preFeedforwardNorm { try norm("\(p).pre_feedforward_layernorm.weight", n) }
+            if let n = layer.postFeedforwardNorm { try norm("\(p).post_feedforward_layernorm.weight", n) }
             for l in layer.linears {
                 switch l.base {
                 case .dense(let w, let b):
@@ -56,7 +62,7 @@ public enum ModelSaver {
                 }
             }
         }
-        try dense("model.norm.weight", model.norm)
+        try norm("model.norm.weight", model.norm)
         if let head = model.lmHead {
             switch head.base {
             case .dense(let w, _): try dense("lm_head.weight", w)
@@ -139,6 +145,16 @@ public enum ModelSaver {
             o["eos_token_id"] = .array(c.eosTokenIds.map { .int(Int64($0)) })
         }
         if let p = c.padTokenId { o["pad_token_id"] = .int(Int64(p)) }
+        if let g = c.gemma {
+            o["hidden_act"] = nil
+            o["hidden_activation"] = "gelu_pytorch_tanh"
+            o["query_pre_attn_scalar"] = .double(g.queryPreAttnScalar)
+            o["attn_logit_softcapping"] = g.attnSoftcap.map { .double($0) } ?? .null
+            o["final_logit_softcapping"] = g.finalSoftcap.map { .double($0) } ?? .null
+            o["sliding_window"] = g.slidingWindow.map { .int(Int64($0)) } ?? .null
+            o["layer_types"] = .array(g.slidingLayers.map { .string($0 ? "sliding_attention" : "full_attention") })
+            if let local = g.localRopeTheta { o["rope_local_base_freq"] = .double(local) }
+        }
         return o
     }
 }

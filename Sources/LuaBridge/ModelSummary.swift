@@ -29,6 +29,7 @@ enum ModelSummary {
         }
         let norms = m.layers.reduce(0) {
             $0 + $1.inputNorm.count + $1.postAttentionNorm.count + ($1.qNorm?.count ?? 0) + ($1.kNorm?.count ?? 0)
+                + ($1.preFeedforwardNorm?.count ?? 0) + ($1.postFeedforwardNorm?.count ?? 0)
         } + m.norm.count
         add("norms", norms, norms * 4)
         var out = "\(c.architecture): \(c.numLayers) layers, hidden \(c.hiddenSize), intermediate \(c.intermediateSize), "

@@ -13,14 +13,21 @@ public final class DecoderLayer {
     /// Qwen3's per-head RMSNorm weights [head_dim] of queries and keys (nil for Llama-style layers).
     public var qNorm: Tensor?
     public var kNorm: Tensor?
+    /// Gemma's norms around the MLP (nil for Llama-style layers; its postAttentionNorm then
+    /// normalizes the attention output instead of the MLP input).
+    public var preFeedforwardNorm: Tensor?
+    public var postFeedforwardNorm: Tensor?
     public let q, k, v, o, gate, up, down: LinearModule
 
     public init(index: Int, inputNorm: Tensor, postAttentionNorm: Tensor, q: LinearModule, k: LinearModule,
                 v: LinearModule, o: LinearModule, gate: LinearModule, up: LinearModule, down: LinearModule,
-                qNorm: Tensor? = nil, kNorm: Tensor? = nil) {
+                qNorm: Tensor? = nil, kNorm: Tensor? = nil, preFeedforwardNorm: Tensor? = nil,
+                postFeedforwardNorm: Tensor? = nil) {
         self.index = index
         self.qNorm = qNorm
         self.kNorm = kNorm
+        self.preFeedforwardNorm = preFeedforwardNorm
+        self.postFeedforwardNorm = postFeedforwardNorm
         self.inputNorm = inputNorm
         self.postAttentionNorm = postAttentionNorm
         self.q = q; self.k = k; self.v = v; self.o = o
@@ -77,7 +84,11 @@ public final class LlamaModel {
         self.norm = norm
         self.lmHead = lmHead
         rope = RoPE(headDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling)
+        localRope = config.gemma?.localRopeTheta.map { RoPE(headDim: config.headDim, theta: $0, scaling: .none) }
     }
+
+    /// Gemma 3's RoPE of its sliding-window layers (their own theta, no scaling); nil otherwise.
+    let localRope: RoPE?
 
     /// Every linear layer in model order (the head last, when not tied).
     public var linears: [LinearModule] { layers.flatMap { $0.linears } + (lmHead.map { [$0] } ?? []) }
@@ -86,8 +97,9 @@ public final class LlamaModel {
     /// positions after the cached ones, and the cache is extended.
     public func forward(_ ids: Tensor, cache: KVCache? = nil, segmentIds: Tensor? = nil, positionIds: Tensor? = nil) throws -> Tensor {
         let h = try finalHidden(ids, cache: cache, segmentIds: segmentIds, positionIds: positionIds)
-        if let head = lmHead { return try head.forward(h, training: training) }
-        return try h.linear(embedding, bf16: headBF16)
+        let logits = try lmHead?.forward(h, training: training) ?? h.linear(embedding, bf16: headBF16)
+        if let cap = config.gemma?.finalSoftcap { return try Functional.softcap(logits, cap) }
+        return logits
     }
 
     /// The final normed hidden states [B, T, hidden] that the head turns into logits.
@@ -100,19 +112,30 @@ public final class LlamaModel {
         let start = cache?.length ?? 0
         let c = config
         var h = try embedding.indexSelect(0, ids).to(.f32)      // [B, T, hidden]
+        if c.gemma != nil { h = try h.binary(.mul, scalar: Double(Float(Double(c.hiddenSize).squareRoot()))) }
         var (cos, sin) = try rope.tables(start: start, count: t)
+        var local = try localRope?.tables(start: start, count: t)
         var mask: Tensor? = nil
         if segmentIds != nil || positionIds != nil {
             if cache != nil { throw ModelError("segment_ids and position_ids cannot be used with a KV cache") }
-            if let pos = positionIds { (cos, sin) = try PackedInputs.ropeTables(rope, pos, batch: b, length: t) }
+            if let pos = positionIds {
+                (cos, sin) = try PackedInputs.ropeTables(rope, pos, batch: b, length: t)
+                if let lr = localRope { local = try PackedInputs.ropeTables(lr, pos, batch: b, length: t) }
+            }
             if let seg = segmentIds { mask = try PackedInputs.attentionMask(seg, batch: b, length: t) }
         }
         for layer in layers {
+            let sliding = c.gemma?.isSliding(layer.index) ?? false
+            let (lc, ls) = sliding ? (local?.0 ?? cos, local?.1 ?? sin) : (cos, sin)
+            let run: (Tensor, KVCache?) throws -> Tensor = { x, kv in
+                c.gemma != nil
+                    ? try self.gemmaDecoderLayer(layer, x, cos: lc, sin: ls, cache: kv, mask: mask, start: start, sliding: sliding)
+                    : try self.decoderLayer(layer, x, cos: lc, sin: ls, cache: kv, mask: mask)
+            }
             if gradientCheckpointing && cache == nil && GradMode.enabled {
-                let (c, s, m) = (cos, sin, mask)
-                h = try Tensor.checkpoint(h) { x in try self.decoderLayer(layer, x, cos: c, sin: s, cache: nil, mask: m) }
+                h = try Tensor.checkpoint(h) { x in try run(x, nil) }
             } else {
-                h = try decoderLayer(layer, h, cos: cos, sin: sin, cache: cache, mask: mask)
+                h = try run(h, cache)
             }
         }
         cache?.length = start + t
@@ -164,6 +187,7 @@ public final class LlamaModel {
     /// The head's weight and bf16 setting when it is a plain dense product: the tied embedding, or
     /// an lm_head without bias whose adapters (if any) are merged, disabled or inactive.
     var plainHead: (Tensor, Bool)? {
+        if config.gemma?.finalSoftcap != nil { return nil }   // the logits are soft-capped first
         guard let head = lmHead else { return (embedding, headBF16) }
         guard case .dense(let w, let bias) = head.base, bias == nil else { return nil }
         let adapting = head.adaptersEnabled && head.adapters.contains { !$0.adapter.merged && (head.activeAdapters?.contains($0.name) ?? true) }

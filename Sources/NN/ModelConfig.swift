@@ -8,6 +8,30 @@ public enum RopeScaling: Equatable {
     case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
 }
 
+/// What Gemma 2 and Gemma 3 layers do that Llama's do not. Their norm weights are stored as
+/// offsets from one ((1 + w) multiplies), and qlora holds them as 1 + w (converted on load and
+/// save), so its RMSNorm is the same op.
+public struct GemmaOptions: Equatable {
+    /// RMSNorm after attention and around the MLP: h + post(attn(in(h))), then h + post_ff(mlp(pre_ff(h))).
+    /// The MLP is GeGLU: down(gelu_tanh(gate) * up). Embeddings are multiplied by sqrt(hidden).
+    /// Attention scores are scaled by query_pre_attn_scalar^-0.5.
+    public var queryPreAttnScalar: Double
+    /// tanh soft-capping of attention scores / of the final logits (Gemma 2), nil when off.
+    public var attnSoftcap: Double? = nil
+    public var finalSoftcap: Double? = nil
+    /// Layers that attend over the last `slidingWindow` positions only.
+    public var slidingWindow: Int? = nil
+    public var slidingLayers: [Bool] = []
+    /// RoPE theta of the sliding layers when it differs from the others' (Gemma 3).
+    public var localRopeTheta: Double? = nil
+
+    public init(queryPreAttnScalar: Double) { self.queryPreAttnScalar = queryPreAttnScalar }
+
+    public func isSliding(_ layer: Int) -> Bool {
+        slidingWindow != nil && layer < slidingLayers.count && slidingLayers[layer]
+    }
+}
+
 public struct ModelConfig: Equatable {
     public var architecture: String = "LlamaForCausalLM"
     public var modelType: String = "llama"
@@ -25,8 +49,11 @@ public struct ModelConfig: Equatable {
     public var tieWordEmbeddings: Bool = false
     /// q/k/v projections carry biases (Qwen2; Llama with attention_bias).
     public var attentionBias: Bool = false
-    /// Qwen3: an RMSNorm over head_dim on each head's query and key (q_norm, k_norm) before RoPE.
+    /// Qwen3, Gemma 3: an RMSNorm over head_dim on each head's query and key (q_norm, k_norm)
+    /// before RoPE.
     public var qkNorm: Bool = false
+    /// Gemma 2 / 3 (nil for Llama-style layers): the layer and model shape they differ by.
+    public var gemma: GemmaOptions? = nil
     public var bosTokenId: Int?
     public var eosTokenIds: [Int] = []
     public var padTokenId: Int?

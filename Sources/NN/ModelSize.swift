@@ -56,7 +56,7 @@ extension ModelConfig {
                 c.mlp += numLayers * n
             }
         }
-        c.norms = (2 * numLayers + 1) * hiddenSize + (qkNorm ? 2 * numLayers * headDim : 0)
+        c.norms = ((gemma != nil ? 4 : 2) * numLayers + 1) * hiddenSize + (qkNorm ? 2 * numLayers * headDim : 0)
         c.lmHead = tieWordEmbeddings ? 0 : vocabSize * hiddenSize
         return c
     }

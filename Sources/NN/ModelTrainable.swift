@@ -16,6 +16,8 @@ extension LlamaModel {
             out.append(("\(p).post_attention_layernorm.weight", layer.postAttentionNorm))
             if let n = layer.qNorm { out.append(("\(p).self_attn.q_norm.weight", n)) }
             if let n = layer.kNorm { out.append(("\(p).self_attn.k_norm.weight", n)) }
+            if let n = layer.preFeedforwardNorm { out.append(("\(p).pre_feedforward_layernorm.weight", n)) }
+            if let n = layer.postFeedforwardNorm { out.append(("\(p).post_feedforward_layernorm.weight", n)) }
             for l in layer.linears { out += l.denseParameters() }
         }
         out.append(("model.norm.weight", norm))
@@ -50,6 +52,8 @@ extension LlamaModel {
             layer.postAttentionNorm = try update(layer.postAttentionNorm)
             if let n = layer.qNorm { layer.qNorm = try update(n) }
             if let n = layer.kNorm { layer.kNorm = try update(n) }
+            if let n = layer.preFeedforwardNorm { layer.preFeedforwardNorm = try update(n) }
+            if let n = layer.postFeedforwardNorm { layer.postFeedforwardNorm = try update(n) }
             for l in layer.linears { try l.updateDense(update) }
         }
         norm = try update(norm)
