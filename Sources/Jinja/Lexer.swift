@@ -367,7 +367,7 @@ struct Lexer {
                 out.append(Token(kind: .blockEnd, pos: p.pos))
             }
         }
-        out.append(Token(kind: .eof, pos: pieces.last?.pos ?? SourcePos(line: 1, column: 1)))
+        out.append(Token(kind: .eof, pos: pos(src.count)))
         return out
     }
 }

@@ -139,6 +139,7 @@ enum ChatBindings {
         let L = a.L
         let i = luaAbs(L, i0)
         if depth > 64 { throw a.fail("\(what): tables nested deeper than 64 (a cycle?)") }
+        guard lua_checkstack(L, 8) != 0 else { throw a.fail("\(what): out of Lua stack space") }
         switch lua_type(L, i) {
         case LUA_TNIL, LUA_TNONE: return .none
         case LUA_TBOOLEAN: return .bool(lua_toboolean(L, i) != 0)
