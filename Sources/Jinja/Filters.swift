@@ -8,6 +8,13 @@ import Foundation
 extension Interpreter {
     func applyFilter(_ name: String, _ v: Value, _ argsKw: ([Value], [(String, Value)]), _ frame: Frame) throws -> Value {
         let a = ArgReader(name, argsKw.0, argsKw.1)
+        // Work in proportion to the value's size.
+        switch v {
+        case .list(let l), .tuple(let l): try charge(items: l.count)
+        case .dict(let d): try charge(items: d.count)
+        case .string(let s): try charge(characters: s.utf8.count)
+        default: break
+        }
         switch name {
         case "default", "d":
             let dflt = a.optional(0, "default_value") ?? .string("")

@@ -8,7 +8,7 @@ extension Interpreter {
     func globalValue(_ name: String) -> Value? {
         switch name {
         case "range":
-            return .callable(Callable("range") { _, args, _ in
+            return .callable(Callable("range") { interp, args, _ in
                 let ints = try args.map { v -> Int in
                     if case .int(let n) = v { return n }
                     if case .bool(let b) = v { return b ? 1 : 0 }
@@ -22,9 +22,15 @@ extension Interpreter {
                 default: throw JinjaError("range() takes 1 to 3 arguments")
                 }
                 guard step != 0 else { throw JinjaError("range() arg 3 must not be zero") }
-                let count = step > 0 ? (stop > start ? (stop - start - 1) / step + 1 : 0)
-                                     : (start > stop ? (start - stop - 1) / (-step) + 1 : 0)
+                // (stop - start) may not fit an Int: an overflow means a span too long for any range.
+                let (span, overflow) = step > 0 ? stop.subtractingReportingOverflow(start) : start.subtractingReportingOverflow(stop)
+                let ascending = step > 0 ? stop > start : start > stop
+                var count = 0
+                if overflow { count = ascending ? Int.max : 0 } else if span > 0 {
+                    count = Int((UInt(span) - 1) / step.magnitude) + 1
+                }
                 guard count <= 100_000 else { throw JinjaError("range too big (\(count) items, at most 100000)") }
+                try interp.charge(items: count)
                 return .list((0..<count).map { .int(start + $0 * step) })
             })
         case "dict":

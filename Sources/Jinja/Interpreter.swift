@@ -41,6 +41,14 @@ public final class Interpreter {
         if steps > limits.maxSteps { throw JinjaError("template took more than \(limits.maxSteps) steps") }
     }
 
+    /// Counts the work of building a value of n items (or 64 characters per step for strings).
+    func charge(items n: Int) throws {
+        steps += max(0, n)
+        if steps > limits.maxSteps { throw JinjaError("template took more than \(limits.maxSteps) steps") }
+    }
+
+    func charge(characters n: Int) throws { try charge(items: n / 64) }
+
     func write(_ s: String) throws {
         if s.isEmpty { return }
         let n = s.unicodeScalars.count

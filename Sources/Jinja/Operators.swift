@@ -34,17 +34,27 @@ extension Interpreter {
     }
 
     private func repeated(_ n: Int, _ unit: Int) throws -> Int {
+        if unit == 0 { return 0 }
         let count = max(0, n)
-        if unit > 0, count > limits.maxOutput / unit {
+        if count > limits.maxOutput / unit {
             throw JinjaError("repetition would build more than \(limits.maxOutput) items")
         }
+        try charge(items: count * unit / 64)
         return count
+    }
+
+    private func joined(_ x: [Value], _ y: [Value]) throws -> [Value] {
+        if x.count + y.count > limits.maxOutput { throw JinjaError("list longer than \(limits.maxOutput) items") }
+        try charge(items: x.count + y.count)
+        return x + y
     }
 
     func binary(_ op: String, _ a: Value, _ b: Value) throws -> Value {
         if op == "~" {
             let s = a.str + b.str
-            if s.unicodeScalars.count > limits.maxOutput { throw JinjaError("string longer than \(limits.maxOutput) characters") }
+            let n = s.unicodeScalars.count
+            if n > limits.maxOutput { throw JinjaError("string longer than \(limits.maxOutput) characters") }
+            try charge(characters: n)
             return .string(s)
         }
         if let x = intValue(a), let y = intValue(b) {
@@ -95,12 +105,12 @@ extension Interpreter {
         }
         switch (op, a, b) {
         case ("+", .string(let x), .string(let y)):
-            if x.unicodeScalars.count + y.unicodeScalars.count > limits.maxOutput {
-                throw JinjaError("string longer than \(limits.maxOutput) characters")
-            }
+            let n = x.unicodeScalars.count + y.unicodeScalars.count
+            if n > limits.maxOutput { throw JinjaError("string longer than \(limits.maxOutput) characters") }
+            try charge(characters: n)
             return .string(x + y)
-        case ("+", .list(let x), .list(let y)): return .list(x + y)
-        case ("+", .tuple(let x), .tuple(let y)): return .tuple(x + y)
+        case ("+", .list(let x), .list(let y)): return .list(try joined(x, y))
+        case ("+", .tuple(let x), .tuple(let y)): return .tuple(try joined(x, y))
         case ("*", .string(let s), _), ("*", _, .string(let s)):
             guard let n = intValue(a.isNumber ? a : b) else { throw unsupported(op, a, b) }
             return .string(String(repeating: s, count: try repeated(n, s.unicodeScalars.count)))
@@ -131,7 +141,9 @@ extension Interpreter {
             case "s": out += v.str
             case "r": out += v.repr
             case "d", "i":
-                guard let n = intValue(v) ?? v.number.map({ Int($0) }) else { throw JinjaError("%d format: a number is required") }
+                guard let n = intValue(v) ?? v.number.flatMap({ $0.isFinite && abs($0) < 9.2e18 ? Int($0) : nil }) else {
+                    throw JinjaError("%d format: a finite number is required")
+                }
                 out += String(n)
             default: throw JinjaError("unsupported format character '\(spec)'")
             }

@@ -103,3 +103,23 @@ final class HostileTemplateTests: XCTestCase {
         XCTAssertEqual(try Template("{{ strftime_now('%d %b %Y') }}").render([:], now: d), "02 Jan 2025")
     }
 }
+
+final class HostileValueTests: XCTestCase {
+    func render(_ src: String, _ limits: JinjaLimits = JinjaLimits()) throws -> String { try Template(src, limits: limits).render([:]) }
+
+    func testBuildingHugeValuesIsBounded() {
+        var limits = JinjaLimits()
+        limits.maxSteps = 2_000_000
+        // A list doubling in a loop, ranges built again and again, empty repetitions.
+        XCTAssertThrowsError(try render("{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", limits))
+        XCTAssertThrowsError(try render("{% for i in range(100000) %}{% set x = range(100000) %}{% endfor %}", limits))
+        XCTAssertEqual(try render("[{{ '' * 100000000000 }}][{{ [] * 100000000000 }}]"), "[][[]]")
+        XCTAssertThrowsError(try render("{{ range(-9223372036854775807, 9223372036854775807) }}"))
+        XCTAssertThrowsError(try render("{{ range(9223372036854775807, -9223372036854775807, -1) }}"))
+        XCTAssertEqual(try render("{{ range(9223372036854775806, 9223372036854775807)|length }}"), "1")
+        XCTAssertThrowsError(try render("{{ '%d' % 1e300 }}"))
+        XCTAssertEqual(try render("{{ 'x'[9223372036854775807] }}|{{ [1][-9223372036854775807] }}|{{ 'abc'[-9223372036854775807:9223372036854775807] }}"), "||abc")
+        XCTAssertEqual(try render("{{ [1,2,3][::-9223372036854775807] }}"), "[3]")
+        XCTAssertThrowsError(try render("{{ 1e308|int }}x{{ (1e308 * 10)|round }}{{ -9223372036854775807 - 1 }}{{ (-9223372036854775807 - 1) // -1 }}"))
+    }
+}
