@@ -125,6 +125,9 @@ extension Tokenizer {
         -> (text: String, spans: [Range<String.Index>]) {
         var o = options
         o.variables = chatSpecialTokens.merging(options.variables) { _, given in given }
+        if o.endOfTurnMarkers.isEmpty {
+            o.endOfTurnMarkers = chatStopIds(templateSource: t.source).compactMap { idToToken($0) }
+        }
         do { return try t.assistantSpans(messages, o) } catch let e as JinjaError {
             throw IOError(path: "chat template", reason: e.description)
         }
