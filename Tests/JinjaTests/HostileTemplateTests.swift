@@ -1,6 +1,7 @@
 // Untrusted templates: deep nesting, runaway recursion, huge loops and huge output end with a
 // JinjaError (never a crash, a hang or a stack overflow), and errors name the line and column.
 
+import Foundation
 import XCTest
 @testable import Jinja
 
@@ -121,5 +122,56 @@ final class HostileValueTests: XCTestCase {
         XCTAssertEqual(try render("{{ 'x'[9223372036854775807] }}|{{ [1][-9223372036854775807] }}|{{ 'abc'[-9223372036854775807:9223372036854775807] }}"), "||abc")
         XCTAssertEqual(try render("{{ [1,2,3][::-9223372036854775807] }}"), "[3]")
         XCTAssertThrowsError(try render("{{ 1e308|int }}x{{ (1e308 * 10)|round }}{{ -9223372036854775807 - 1 }}{{ (-9223372036854775807 - 1) // -1 }}"))
+    }
+}
+
+/// Real templates cut, repeated and spliced at random (a fixed seed): every result parses and
+/// renders, or ends with a JinjaError -- no crash, hang or other error.
+final class MutatedTemplateTests: XCTestCase {
+    func testMutatedRealTemplatesNeverCrash() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: GoldenRenderTests.dir.path).filter { $0.hasSuffix(".jinja") }.sorted()
+        XCTAssertGreaterThanOrEqual(files.count, 16)
+        var rng: UInt64 = 0x9E3779B97F4A7C15
+        func next(_ n: Int) -> Int {
+            rng = rng &* 6364136223846793005 &+ 1442695040888963407
+            return Int((rng >> 33) % UInt64(max(1, n)))
+        }
+        let pieces = ["{%", "%}", "{{", "}}", "{#", "#}", "(", ")", "[", "]", "{", "}", "|", "'", "\"", "-", "+", "~", "**", ".",
+                      "for x in messages", "endfor", "if", "endif", "else", "macro m(a)", "endmacro", "m(m)", "loop.", "set ns.x = ",
+                      "namespace(", "raise_exception(", "range(99999)", "\\", "\n", " is ", " not ", "tojson(indent=", ":-1]"]
+        let msg = Value.dict(OrderedDict([("role", .string("user")), ("content", .string("hi {{ x }}"))]))
+        let ctx: [String: Value] = ["messages": .list([msg, msg]), "tools": .none, "add_generation_prompt": .bool(true),
+                                    "bos_token": .string("<s>"), "eos_token": .string("</s>")]
+        var limits = JinjaLimits()
+        limits.maxSteps = 300_000
+        limits.maxOutput = 1 << 20
+        var parsed = 0, rendered = 0, failed = 0
+        for f in files {
+            let src = Array(try String(contentsOf: GoldenRenderTests.dir.appendingPathComponent(f), encoding: .utf8).unicodeScalars)
+            for _ in 0..<(Int(ProcessInfo.processInfo.environment["QLORA_FUZZ_ROUNDS"] ?? "") ?? 50) {
+                var u = src
+                for _ in 0...next(3) {
+                    let a = next(u.count + 1), b = min(u.count, a + next(40))
+                    switch next(3) {
+                    case 0: u.removeSubrange(a..<b)
+                    case 1: u.insert(contentsOf: u[a..<b], at: next(u.count + 1))
+                    default: u.insert(contentsOf: pieces[next(pieces.count)].unicodeScalars, at: a)
+                    }
+                }
+                do {
+                    let t = try Template(Python.string(u), limits: limits)
+                    parsed += 1
+                    _ = try t.render(ctx, now: GoldenRenderTests.fixedNow)
+                    rendered += 1
+                } catch is JinjaError {
+                    failed += 1
+                } catch {
+                    XCTFail("\(f): not a JinjaError: \(error)")
+                }
+            }
+        }
+        print("mutated templates: \(parsed) parsed, \(rendered) rendered, \(failed) JinjaErrors")
+        XCTAssertGreaterThan(rendered, 0)
+        XCTAssertGreaterThan(failed, 0)
     }
 }
