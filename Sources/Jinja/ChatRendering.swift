@@ -42,8 +42,8 @@ extension Template {
     func chatContext(_ messages: [Value], _ o: ChatRenderOptions) -> [String: Value] {
         var ctx = o.variables
         ctx["messages"] = .list(messages.map(Template.normalize))
-        ctx["tools"] = o.tools ?? .none
-        ctx["documents"] = o.documents ?? .none
+        ctx["tools"] = o.tools ?? Value.none
+        ctx["documents"] = o.documents ?? Value.none
         ctx["add_generation_prompt"] = .bool(o.addGenerationPrompt)
         return ctx
     }

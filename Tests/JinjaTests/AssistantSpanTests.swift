@@ -51,3 +51,14 @@ final class AssistantSpanTests: XCTestCase {
         XCTAssertEqual(try t.renderChat([m]), "False")
     }
 }
+
+final class ChatContextTests: XCTestCase {
+    func testToolsAndDocumentsAreAlwaysDefined() throws {
+        let t = try Template("{{ tools is defined }} {{ tools is none }} {{ documents is defined }} {{ add_generation_prompt }}")
+        XCTAssertEqual(try t.renderChat([]), "True True True False")
+        var o = ChatRenderOptions()
+        o.tools = .list([])
+        o.addGenerationPrompt = true
+        XCTAssertEqual(try t.renderChat([], o), "True False True True")
+    }
+}

@@ -30,18 +30,19 @@ final class GoldenRenderTests: XCTestCase {
                 let src = try String(contentsOf: GoldenRenderTests.dir.appendingPathComponent(name + ".jinja"), encoding: .utf8)
                 templates[name] = try Template(src)
             }
-            var ctx: [String: Value] = [
-                "messages": c["messages"] ?? .list([]),
-                "tools": c["tools"] ?? .none,
-                "documents": .none,
-                "add_generation_prompt": c["add_generation_prompt"] ?? .bool(false),
-            ]
-            if let b = c["bos_token"], !b.isNone { ctx["bos_token"] = b }
-            if let e = c["eos_token"], !e.isNone { ctx["eos_token"] = e }
+            // Through renderChat, as apply_chat_template builds the context (tools and documents
+            // always defined, none when absent).
+            var o = ChatRenderOptions()
+            o.addGenerationPrompt = c["add_generation_prompt"]?.truthy ?? false
+            o.tools = c["tools"]
+            o.now = GoldenRenderTests.fixedNow
+            if let b = c["bos_token"], !b.isNone { o.variables["bos_token"] = b }
+            if let e = c["eos_token"], !e.isNone { o.variables["eos_token"] = e }
+            let messages = c["messages"]?.listValue ?? []
             let label = "\(name) / \(caseName)"
             if let want = c["output"]?.stringValue {
                 do {
-                    let got = try templates[name]!.render(ctx, now: GoldenRenderTests.fixedNow)
+                    let got = try templates[name]!.renderChat(messages, o)
                     XCTAssertEqual(got, want, label)
                     if got == want { matched += 1 } else { firstDifference(got, want, label) }
                 } catch {
@@ -49,7 +50,7 @@ final class GoldenRenderTests: XCTestCase {
                 }
             } else {
                 let want = try XCTUnwrap(c["error"]?.stringValue)
-                XCTAssertThrowsError(try templates[name]!.render(ctx, now: GoldenRenderTests.fixedNow), label) { e in
+                XCTAssertThrowsError(try templates[name]!.renderChat(messages, o), label) { e in
                     if want.hasPrefix("TemplateError: ") {
                         XCTAssertEqual((e as? JinjaError)?.message, String(want.dropFirst("TemplateError: ".count)), label)
                     }

@@ -229,6 +229,19 @@ check "generate --chat answers as model:chat does" "'$c1' vs '$c2'" test "$c1" =
 c3=$(gen "$fx/tiny-chat" --chat "What is the licence?" --system "Be brief." --max-tokens 10)
 c4=$("$bin" run "$tmp/chat.lua" "$fx/tiny-chat" "What is the licence?" "Be brief." 2>/dev/null | tr -d '\000')
 check "generate --chat --system answers as model:chat does" "'$c3' vs '$c4'" test "$c3" = "$c4"
+cat > "$tmp/warn.lua" <<'LUA'
+local q = require "qlora"
+local tok = q.tokenizer(arg[1])
+local rows = { { messages = { { role = "user", content = "a" }, { role = "assistant", content = "b" } } } }
+q.data.from_table(rows, { format = "chat", tokenizer = tok })
+q.data.from_table(rows, { format = "chat", tokenizer = tok })
+q.data.from_table(rows, { format = "chat", tokenizer = tok, template = "role" })
+print("loaded")
+LUA
+expect "chat data without a template: a warning" 0 "warning: rows: the tokenizer has no chat template" "loaded" -- q run "$tmp/warn.lua" "$fx/tokenizers/bytelevel.json"
+check "the warning is given once" "$(grep -c 'no chat template' <<<"$out") warnings" test "$(grep -c 'no chat template' <<<"$out")" = 1
+expect "chat data with a template: no warning" 0 "loaded" -- q run "$tmp/warn.lua" "$fx/tiny-chat"
+check "no warning with a template" "got: $out" test "$(grep -c 'warning' <<<"$out")" = 0
 expect "generate --chat and --prompt" 2 "not both" -- q generate "$fx/tiny-chat" --chat "hi" --prompt "hi"
 expect "generate --system without --chat" 2 "--system needs --chat" -- q generate "$fx/tiny-chat" --prompt "hi" --system "x"
 expect "generate --chat without a template" 1 "no chat template" -- q generate "$tmp/tok" --chat "hi"
