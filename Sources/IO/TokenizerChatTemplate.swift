@@ -73,7 +73,7 @@ extension Tokenizer {
 
     /// Sets a chat template (from a GGUF's metadata, or to replace the directory's).
     public func setChatTemplate(_ source: String, name: String = "default") {
-        lockedChat { $0.templates[name] = source }
+        lockedChat { $0.info.templates[name] = source }
     }
 
     /// The special tokens as template variables: tokenizer_config.json's strings, else the text of
@@ -94,7 +94,7 @@ extension Tokenizer {
         do { t = try Template(source) } catch let e as JinjaError {
             throw IOError(path: "chat template", reason: e.description)
         }
-        lockedChat { $0.cache = [source: t] }
+        lockedChat { $0.cache = [source: t] }  // the last one parsed
         return t
     }
 
@@ -145,26 +145,12 @@ extension Tokenizer {
     /// The templates and special-token strings (a copy).
     public var chatInfo: TokenizerChatInfo { lockedChat { $0.info } }
 
-    func lockedChat<T>(_ body: (inout TokenizerChatInfoBox) -> T) -> T {
+    /// Runs body with the chat state locked.
+    func lockedChat<T>(_ body: (TokenizerChatState) -> T) -> T {
         chatState.lock.lock()
         defer { chatState.lock.unlock() }
-        var box = TokenizerChatInfoBox(state: chatState)
-        return body(&box)
+        return body(chatState)
     }
-}
-
-/// Access to the chat state's fields while its lock is held.
-struct TokenizerChatInfoBox {
-    let state: TokenizerChatState
-    var templates: [String: String] {
-        get { state.info.templates }
-        nonmutating set { state.info.templates = newValue }
-    }
-    var cache: [String: Template] {
-        get { state.cache }
-        nonmutating set { state.cache = newValue }
-    }
-    var info: TokenizerChatInfo { state.info }
 }
 
 extension JSONValue {

@@ -51,13 +51,7 @@ extension Interpreter {
             }
             return try callValue(try eval(fn, frame), pos, kw, name: describe(fn))
         case .filter(let x, let name, let args):
-            let v: Value
-            if name == "default" || name == "d" {
-                v = try eval(x, frame)
-            } else {
-                v = try eval(x, frame)
-            }
-            return try applyFilter(name, v, try evalArgs(args, frame), frame)
+            return try applyFilter(name, try eval(x, frame), try evalArgs(args, frame), frame)
         case .test(let x, let name, let args, let negated):
             let v = try eval(x, frame)
             let r = try applyTest(name, v, try evalArgs(args, frame).0, frame)

@@ -67,8 +67,6 @@ public final class Interpreter {
         do { try body() } catch { out = saved; throw error }
         let text = String(out)
         out = saved
-        outCount = savedCount + text.unicodeScalars.count
-        if outCount > limits.maxOutput { throw JinjaError("template output is larger than \(limits.maxOutput) characters") }
         outCount = savedCount
         return text
     }
@@ -112,10 +110,8 @@ public final class Interpreter {
                 guard case .call(let fnExpr, let args) = callExpr.kind else { throw JinjaError("expected a call") }
                 let fn = try eval(fnExpr, frame)
                 guard case .callable(let c) = fn else { throw JinjaError("'\(fn.typeName)' object is not callable") }
-                var (pos, kw) = try evalArgs(args, frame)
-                kw.append(("caller", .callable(caller)))
-                try write(try c.call(self, pos, kw).str)
-                _ = pos
+                let (positional, keywords) = try evalArgs(args, frame)
+                try write(try c.call(self, positional, keywords + [("caller", .callable(caller))]).str)
             case .filterBlock(let filters, let body):
                 var v = Value.string(try capture { _ = try execute(body, frame) })
                 for (name, args, pos) in filters {
