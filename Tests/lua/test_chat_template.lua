@@ -86,6 +86,13 @@ T.case("chat data trains only the assistant's tokens", function()
   local trained = {}
   for k = 1, #ex.labels do if ex.labels[k] ~= -100 then trained[#trained + 1] = ex.labels[k] end end
   T.eq(tok:decode(trained), "Anyone.<|im_end|>\nYes, under the same terms.<|im_end|>\n", "the trained text")
+  -- A JSONL file goes the same way.
+  local file = q.data.jsonl(here .. "../fixtures/data/chat.jsonl", { format = "chat", tokenizer = tok })
+  local f2 = file:get(2)
+  local t2 = {}
+  for k = 1, #f2.labels do if f2.labels[k] ~= -100 then t2[#t2 + 1] = f2.labels[k] end end
+  T.eq(tok:decode(t2), "sat.<|im_end|>\n", "JSONL row 2: only the assistant's reply is trained")
+  same(f2.input_ids, tok:apply_chat_template('[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the cat?"}, {"role": "assistant", "content": "sat."}]', { tokenize = true }), "JSONL row 2 ids")
   -- mask_prompt = false trains everything (but the first token).
   local all = q.data.from_table({ { messages = conv } }, { format = "chat", tokenizer = tok, mask_prompt = false }):get(1)
   T.eq(all.labels[2], all.input_ids[2], "unmasked")
