@@ -20,7 +20,7 @@ local hello = { { role = "user", content = "What does QLoRA train?" } }
 print(tok:apply_chat_template(hello, { add_generation_prompt = true }))
 
 local rows
-if arg[2] then
+if arg[2] and arg[2] ~= "" then
   rows = q.data.jsonl(arg[2], { tokenizer = tok, format = "chat", max_len = 512 })
 else
   local facts = {
