@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 // qlora: a QLoRA fine-tuning runtime whose experiments are Lua scripts.
 // Layers (each imports only those above it): CKernels, CLua/COpenBLAS shims,
-// CLuaTrampoline, CMPIShim, Tensor, Quant, NN, IO, Train, LuaBridge, then the `qlora` executable.
+// CLuaTrampoline, CMPIShim, Tensor, Quant, NN, Jinja, IO, Train, LuaBridge, then the `qlora`
+// executable.
 import PackageDescription
 
 let optimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
@@ -28,17 +29,20 @@ let package = Package(
         .target(name: "Quant", dependencies: ["Tensor", "CKernels"], path: "Sources/Quant"),
         // Llama-family models, linear layers with LoRA adapters.
         .target(name: "NN", dependencies: ["Tensor", "Quant"], path: "Sources/NN"),
-        .target(name: "IO", dependencies: ["Tensor", "Quant", "NN"], path: "Sources/IO"),
+        // A Jinja interpreter for chat templates (no dependencies).
+        .target(name: "Jinja", path: "Sources/Jinja"),
+        .target(name: "IO", dependencies: ["Tensor", "Quant", "NN", "Jinja"], path: "Sources/IO"),
         // Optimizers, learning-rate schedules, datasets and the trainer.
-        .target(name: "Train", dependencies: ["Tensor", "Quant", "NN", "IO", "CKernels"], path: "Sources/Train"),
+        .target(name: "Train", dependencies: ["Tensor", "Quant", "NN", "Jinja", "IO", "CKernels"], path: "Sources/Train"),
         .target(name: "LuaBridge",
-                dependencies: ["CLua", "CLuaTrampoline", "CMPIShim", "Tensor", "Quant", "NN", "IO", "Train"],
+                dependencies: ["CLua", "CLuaTrampoline", "CMPIShim", "Tensor", "Quant", "NN", "Jinja", "IO", "Train"],
                 path: "Sources/LuaBridge"),
-        .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "Quant", "IO", "CKernels", "COpenBLAS"],
+        .executableTarget(name: "qlora", dependencies: ["LuaBridge", "Tensor", "Quant", "Jinja", "IO", "CKernels", "COpenBLAS"],
                           path: "Sources/qlora"),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "COpenBLAS", "IO"], path: "Tests/TensorTests"),
         .testTarget(name: "IOTests", dependencies: ["IO", "Tensor"], path: "Tests/IOTests",
                     resources: []),
+        .testTarget(name: "JinjaTests", dependencies: ["Jinja"], path: "Tests/JinjaTests"),
         .testTarget(name: "LuaBridgeTests", dependencies: ["LuaBridge", "Tensor"],
                     path: "Tests/LuaBridgeTests"),
     ],

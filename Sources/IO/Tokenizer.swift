@@ -45,6 +45,8 @@ public final class Tokenizer: @unchecked Sendable {
 
     private let lock = NSLock()
     private var state = BPEState()
+    /// Chat templates (TokenizerChatTemplate.swift).
+    let chatState = TokenizerChatState()
 
     /// Loads a tokenizer.json file, or a model directory holding one (then tokenizer_config.json,
     /// config.json and generation_config.json, when present, name the bos / eos / pad tokens).
@@ -59,6 +61,7 @@ public final class Tokenizer: @unchecked Sendable {
                 throw IOError(path: path, reason: "directory has no tokenizer.json")
             }
             try self.init(file: file, json: try JSONValue.load(path: file), directory: dir)
+            chatState.info = try TokenizerChatInfo(directory: dir)
         } else {
             try self.init(file: path, json: try JSONValue.load(path: path), directory: nil)
         }

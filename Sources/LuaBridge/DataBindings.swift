@@ -4,7 +4,9 @@
 // Errors read "qlora.data.jsonl: path: line 3: missing field \"completion\"".
 
 import CLua
+import Foundation
 import IO
+import Jinja
 import Tensor
 import Train
 
@@ -12,7 +14,7 @@ enum DataBindings {
     static let datasetName = "qlora.Dataset"
     static let batchesName = "qlora.Batches"
     static let loadOptions = ["format", "tokenizer", "max_len", "mask_prompt", "add_eos", "pack", "on_bad_line",
-                              "text_field", "prompt_field", "completion_field", "messages_field", "template", "pad_id"]
+                              "text_field", "prompt_field", "completion_field", "messages_field", "template", "chat_vars", "pad_id"]
 
     /// Registers the userdata types and sets q.data = {jsonl, from_table} (q: the module table).
     static func install(_ L: LuaState, moduleIndex q: Int32) {
@@ -101,14 +103,55 @@ enum DataBindings {
                 throw a.fail("option 'tokenizer' must be a tokenizer or a model, got \(luaTypeName(a.L, -1))")
             }
         }
+        // Chat rows: the tokenizer's own template unless 'template' says otherwise.
+        var chosen: (Template, [String: Value])? = nil
+        var roleFormat = false
         if let t, a.optField(t, "template") != nil {
-            let isFn = lua_type(a.L, -1) == LUA_TFUNCTION
-            luaPop(a.L, 1)
-            guard isFn else { throw a.fail("option 'template' must be a function(messages) -> text | prompt, completion") }
-            o.template = luaTemplate(a, optionsTable: t)
+            let L = a.L
+            if lua_type(L, -1) == LUA_TFUNCTION {
+                luaPop(L, 1)
+                o.template = luaTemplate(a, optionsTable: t)
+            } else if let h = ObjectUserdata.object(L, -1, ChatBindings.name) as? ChatTemplateHandle {
+                luaPop(L, 1)
+                chosen = (h.template, h.defaults)
+            } else if lua_type(L, -1) == LUA_TSTRING, let s = luaString(L, -1) {
+                luaPop(L, 1)
+                if s == "role" {
+                    roleFormat = true
+                    o.template = ChatTemplates.defaultTemplate
+                } else {
+                    do { chosen = (try Template(s), [:]) } catch let e as JinjaError { throw a.fail("option 'template': \(e.description)") }
+                }
+            } else {
+                luaPop(L, 1)
+                throw a.fail("option 'template' must be \"role\", a chat template (q.chat_template or its text), or a function(messages) -> text | prompt, completion")
+            }
+        }
+        var vars = ChatRenderOptions()
+        if let t, a.optField(t, "chat_vars") != nil {
+            let idx = lua_gettop(a.L)
+            defer { luaPop(a.L, 1) }
+            vars = try ChatBindings.renderOptions(a, idx, allowAny: true)
+        }
+        if o.template == nil, !roleFormat, let tok = o.tokenizer {
+            if chosen == nil, let src = try TokenizerBindings.errors(a, { try tok.chatTemplateSource() }) {
+                chosen = (try TokenizerBindings.errors(a) { try tok.compiledChatTemplate(src) }, [:])
+            }
+            if let (tmpl, defaults) = chosen {
+                vars.variables = defaults.merging(vars.variables) { _, given in given }
+                o.chatRenderer = ChatTemplates.model(tmpl, tokenizer: tok, options: vars)
+            }
+        }
+        o.warnNoTemplate = { message in
+            if DataBindings.warnedNoTemplate { return }
+            DataBindings.warnedNoTemplate = true
+            FileHandle.standardError.write(("warning: " + message + "\n").data(using: .utf8) ?? Data())
         }
         return o
     }
+
+    /// The missing-template warning is given once per process.
+    nonisolated(unsafe) static var warnedNoTemplate = false
 
     /// A chat template that calls opts.template(messages), the options table staying on the stack
     /// for the whole load. Results: text (all trained), or prompt, completion (prompt masked), or

@@ -51,6 +51,8 @@ public final class LuaHost {
         ModelBindings.install(L)
         Bindings.register(L, q, prefix: "qlora.", TokenizerBindings.functions())
         TokenizerBindings.install(L)
+        Bindings.register(L, q, prefix: "qlora.", ChatBindings.functions())
+        ChatBindings.install(L)
         DataBindings.install(L, moduleIndex: q)
         OptimBindings.install(L, moduleIndex: q)
         Distributed.install(L, moduleIndex: q)

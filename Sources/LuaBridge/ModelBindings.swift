@@ -95,6 +95,7 @@ enum ModelBindings {
                 return 1
             }),
             ("generate", { a in try GenerateBinding.generate(a) }),
+            ("chat", { a in try ChatBindings.chat(a) }),
             // model:quantize{type, block, double_quant, compute}: decoder linears to 4-bit in place.
             ("quantize", { a in
                 let m = try this(a)

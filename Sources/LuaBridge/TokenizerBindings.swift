@@ -30,6 +30,10 @@ enum TokenizerBindings {
     }
 
     static func methods() -> [(String, LuaFunction)] {
+        baseMethods() + ChatBindings.tokenizerMethods()
+    }
+
+    static func baseMethods() -> [(String, LuaFunction)] {
         func this(_ a: LuaArgs) throws -> Tokenizer { try a.object(1, name, as: Tokenizer.self) }
         func pushOptionalInt(_ a: LuaArgs, _ v: Int?) -> Int32 {
             if let v { lua_pushinteger(a.L, lua_Integer(v)) } else { lua_pushnil(a.L) }

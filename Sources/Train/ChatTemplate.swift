@@ -1,7 +1,12 @@
-// Chat rendering: messages become text segments, each marked trainable or not. The default
-// template writes every message as "<|role|>\n" (never trained) followed by "content\n"
-// (trained when the role is "assistant"); the dataset appends eos. Scripts may supply their own
-// template (a Swift closure here; a Lua function through the bindings).
+// Chat rendering: messages become text segments, each marked trainable or not. By default the
+// model's own chat template (Jinja) renders the whole conversation and only the assistant's
+// parts are trainable (see `ChatTemplates.model`); the text then carries its own special tokens.
+// The older "role" format writes every message as "<|role|>\n" (never trained) followed by
+// "content\n" (trained when the role is "assistant"), and the dataset appends eos. Scripts may
+// supply their own template (a Swift closure here; a Lua function through the bindings).
+
+import IO
+import Jinja
 
 /// One chat message.
 public struct ChatMessage: Equatable {
@@ -21,6 +26,10 @@ public struct TextSegment: Equatable {
 /// A chat template: messages -> segments. Throws to reject an example.
 public typealias ChatTemplate = ([ChatMessage]) throws -> [TextSegment]
 
+/// A renderer of whole JSON messages (tool calls and all) into segments whose text already holds
+/// its special tokens (encoded without adding any).
+public typealias ChatRenderer = ([JSONValue]) throws -> [TextSegment]
+
 public enum ChatTemplates {
     /// "<|role|>\n" + "content\n" per message; assistant contents are the trained part.
     public static func defaultTemplate(_ messages: [ChatMessage]) -> [TextSegment] {
@@ -36,5 +45,29 @@ public enum ChatTemplates {
     /// The default template as one string (for documentation and tests).
     public static func render(_ messages: [ChatMessage]) -> String {
         defaultTemplate(messages).map { $0.text }.joined()
+    }
+
+    /// The model's Jinja template as a renderer: the conversation rendered without a generation
+    /// prompt, cut into segments at the assistant spans (the template's {% generation %} blocks,
+    /// or what each assistant message adds to the conversation before it), which alone are
+    /// trainable. Template errors (raise_exception for a bad role order...) reject the row.
+    public static func model(_ template: Template, tokenizer: Tokenizer, options: ChatRenderOptions) -> ChatRenderer {
+        { messages in
+            let values = messages.map { $0.templateValue }
+            let text: String, spans: [Range<String.Index>]
+            do { (text, spans) = try tokenizer.chatAssistantSpans(template, values, options) } catch let e as IOError {
+                throw DatasetLineError(e.description)
+            }
+            if spans.isEmpty { throw DatasetLineError("the conversation has no assistant message to train on") }
+            var segs: [TextSegment] = []
+            var pos = text.startIndex
+            for r in spans {
+                if pos < r.lowerBound { segs.append(TextSegment(String(text[pos..<r.lowerBound]), trainable: false)) }
+                segs.append(TextSegment(String(text[r]), trainable: true))
+                pos = r.upperBound
+            }
+            if pos < text.endIndex { segs.append(TextSegment(String(text[pos...]), trainable: false)) }
+            return segs
+        }
     }
 }

@@ -16,11 +16,16 @@ public struct DatasetOptions {
     public var tokenizer: Tokenizer? = nil
     public var maxLen: Int? = nil
     public var maskPrompt: Bool = true
-    public var addEOS: Bool? = nil                 // nil: true for text, completions and chat
+    public var addEOS: Bool? = nil                 // nil: true for text, completions and role-format chat
     public var pack: Bool = false
     public var skipBadRows: Bool = false
     public var padId: Int? = nil                   // nil: the tokenizer's pad id, else 0
     public var template: ChatTemplate? = nil
+    /// The model's chat template (used for chat rows unless `template` is set; see ChatTemplates.model).
+    public var chatRenderer: ChatRenderer? = nil
+    /// Called once when chat rows are rendered in the "role" format because the tokenizer has no
+    /// chat template and none was chosen.
+    public var warnNoTemplate: ((String) -> Void)? = nil
     public init() {}
 }
 
@@ -125,7 +130,11 @@ public final class Dataset {
         }
         if let m = opts.maxLen, m < 1 { throw TrainError("max_len must be >= 1, got \(m)") }
         if opts.pack && opts.maxLen == nil { throw TrainError("pack = true needs max_len") }
-        let addEOS = opts.addEOS ?? (format != .tokens)
+        let templated = format == .chat && opts.template == nil && opts.chatRenderer != nil
+        if format == .chat && opts.template == nil && opts.chatRenderer == nil {
+            opts.warnNoTemplate?("\(sourceName): the tokenizer has no chat template; chat rows are rendered in the \"<|role|>\" format (pass template = \"role\" to choose it, or a chat template)")
+        }
+        let addEOS = opts.addEOS ?? (format != .tokens && !templated)
         let eos = opts.tokenizer?.eosId
         if addEOS && format != .tokens && eos == nil { throw TrainError("add_eos: the tokenizer has no eos token") }
         let vocab = opts.tokenizer?.vocabSize
@@ -136,7 +145,8 @@ public final class Dataset {
         for r in rows {
             do {
                 let value = try r.value.get()
-                let raw = try DatasetRows.extract(value, format: format, fields: opts.fields, template: opts.template)
+                let raw = try DatasetRows.extract(value, format: format, fields: opts.fields, template: opts.template,
+                                                  renderer: opts.chatRenderer)
                 var (exIds, exLabels) = try tokenize(raw, tokenizer: opts.tokenizer, maskPrompt: opts.maskPrompt,
                                                      eos: addEOS ? eos : nil, vocab: vocab)
                 if !opts.pack, let m = opts.maxLen, exIds.count > m { exIds.removeLast(exIds.count - m); exLabels.removeLast(exLabels.count - m) }
@@ -163,7 +173,8 @@ public final class Dataset {
     }
 
     /// Token ids and labels of one example. The first segment is encoded with the tokenizer's
-    /// special tokens (bos), later ones without; segments are tokenized separately and joined.
+    /// special tokens (bos), later ones without (a chat template's segments: none adds any);
+    /// segments are tokenized separately and joined.
     static func tokenize(_ raw: RawExample, tokenizer: Tokenizer?, maskPrompt: Bool, eos: Int?,
                          vocab: Int?) throws -> ([Int32], [Int32]) {
         var ids: [Int32] = [], labels: [Int32] = []
@@ -183,11 +194,13 @@ public final class Dataset {
                 if !labels.isEmpty { labels[0] = -100 }
             }
             return (ids, labels)
-        case .segments(let segs):
+        case .segments(let segs), .rendered(let segs):
             guard let tok = tokenizer else { throw TrainError("a tokenizer is needed") }
+            var special = true
+            if case .rendered = raw { special = false }
             for (k, s) in segs.enumerated() {
                 let enc: [Int]
-                do { enc = try tok.encode(s.text, addSpecialTokens: k == 0) } catch let e as DatasetLineError { throw e } catch {
+                do { enc = try tok.encode(s.text, addSpecialTokens: special && k == 0) } catch let e as DatasetLineError { throw e } catch {
                     throw DatasetLineError("cannot tokenize: \(error)")
                 }
                 let train = s.trainable || !maskPrompt

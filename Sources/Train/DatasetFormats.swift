@@ -31,6 +31,8 @@ public struct DatasetFields {
 /// An example before tokenization, or already tokenized.
 public enum RawExample {
     case segments([TextSegment])
+    /// Segments of a chat template's rendering: they carry their special tokens (none added).
+    case rendered([TextSegment])
     case tokens(ids: [Int], labels: [Int]?)
 }
 
@@ -86,7 +88,7 @@ enum DatasetRows {
 
     /// The example a row holds in `format`.
     static func extract(_ row: JSONValue, format: DatasetFormat, fields: DatasetFields,
-                        template: ChatTemplate?) throws -> RawExample {
+                        template: ChatTemplate?, renderer: ChatRenderer? = nil) throws -> RawExample {
         let o = try object(row)
         switch format {
         case .text:
@@ -96,6 +98,16 @@ enum DatasetRows {
             let c = try string(o, fields.completion)
             return .segments([TextSegment(p, trainable: false), TextSegment(c, trainable: true)])
         case .chat:
+            if template == nil, let renderer {
+                guard let v = o[fields.messages] else { throw DatasetLineError("missing field \"\(fields.messages)\"") }
+                guard let a = v.arrayValue else { throw DatasetLineError("field \"\(fields.messages)\" is not an array (got \(kind(v)))") }
+                if a.isEmpty { throw DatasetLineError("field \"\(fields.messages)\" is empty") }
+                for (i, m) in a.enumerated() {
+                    guard let mo = m.objectValue else { throw DatasetLineError("message \(i + 1): expected an object, got \(kind(m))") }
+                    _ = try string(mo, "role", in: "message \(i + 1): ")
+                }
+                return .rendered(try renderer(a))
+            }
             let msgs = try messages(o, fields.messages)
             if let template { return .segments(try template(msgs)) }
             return .segments(ChatTemplates.defaultTemplate(msgs))

@@ -1,14 +1,18 @@
-// `qlora generate MODEL_DIR --prompt TEXT`: loads a model (4-bit as stored, or quantized on load),
-// optionally a PEFT LoRA adapter, and streams the generated text to stdout token by token.
+// `qlora generate MODEL_DIR --prompt TEXT` (or `--chat TEXT [--system TEXT]`): loads a model (4-bit
+// as stored, or quantized on load), optionally a PEFT LoRA adapter, and streams the generated text
+// to stdout token by token. --chat renders the question with the model's own chat template and
+// stops at the end of the assistant's turn.
 
 import Foundation
 import IO
+import Jinja
 import NN
 import Quant
 
 enum GenerateCommand {
     static let help = """
-    usage: qlora generate MODEL_DIR --prompt TEXT [--adapter DIR] [--quant nf4|fp4|none]
+    usage: qlora generate MODEL_DIR (--prompt TEXT | --chat TEXT [--system TEXT])
+                          [--adapter DIR] [--quant nf4|fp4|none]
                           [--compute f32|bf16|bnb_bf16] [--max-tokens N] [--stop TEXT]
                           [--temperature T] [--top-k K] [--top-p P] [--seed S]
 
@@ -16,8 +20,14 @@ enum GenerateCommand {
     tokenizer and streams the generated text to stdout as each token arrives. Stops at an eos
     token, at the stop text, or after --max-tokens.
 
+    With --chat, TEXT is a user message: the model's chat template (chat_template.jinja, or
+    tokenizer_config.json's chat_template) renders it with a generation prompt, as transformers'
+    apply_chat_template does, and generation stops at the template's end-of-turn token.
+
     options:
-      --prompt TEXT       the prompt (required)
+      --prompt TEXT       the prompt, continued as it stands
+      --chat TEXT         a question for an instruct model, in its own chat template
+      --system TEXT       a system message before the --chat question
       --adapter DIR       a PEFT LoRA adapter directory (adapter_config.json,
                           adapter_model.safetensors) applied on top of the model
       --quant nf4|fp4|none  decoder linears: quantize on load to nf4 / fp4 (block 64, double
@@ -45,12 +55,19 @@ enum GenerateCommand {
                                          "quant": .value("nf4, fp4 or none"), "max-tokens": .value("an integer >= 0"),
                                          "temperature": .value("a number >= 0"), "top-k": .value("an integer >= 0"),
                                          "top-p": .value("a number in (0, 1]"), "seed": .value("an integer >= 0"),
-                                         "compute": .value("f32, bf16 or bnb_bf16"), "stop": .value("the stop text")],
+                                         "compute": .value("f32, bf16 or bnb_bf16"), "stop": .value("the stop text"),
+                                         "chat": .value("a user message"), "system": .value("a system message")],
                                positionals: ["MODEL_DIR"])
         let a = try CommandLineArgs(command: "generate", args, spec)
         if a.wantsHelp { print(help); return ExitStatus.success }
         let dir = try CommandLineArgs.modelDirectory(a.positionals[0])
-        guard let prompt = a.string("prompt") else { throw UsageError("missing --prompt TEXT (the text to continue)") }
+        let chat = a.string("chat")
+        let system = a.string("system")
+        if chat != nil && a.string("prompt") != nil { throw UsageError("give --prompt TEXT or --chat TEXT, not both") }
+        if system != nil && chat == nil { throw UsageError("--system needs --chat TEXT") }
+        guard let prompt = a.string("prompt") ?? chat else {
+            throw UsageError("missing --prompt TEXT (the text to continue) or --chat TEXT (a question)")
+        }
         let adapter = try a.string("adapter").map { try CommandLineArgs.existingDirectory($0, "--adapter DIR") }
         let quant = try a.choice("quant", ["nf4", "fp4", "none"])
         let compute = try a.choice("compute", ComputeType.allCases.map { $0.rawValue }).flatMap { ComputeType(rawValue: $0) }
@@ -84,11 +101,21 @@ enum GenerateCommand {
             throw CommandFailure("\(dir) is stored in 4-bit \(s.options.type.rawValue); --quant none cannot restore dense weights")
         }
         let tokenizer = try Tokenizer(path: dir)
+        var chatPrompt: (ids: [Int], stopIds: [Int], text: String)? = nil
+        if let chat {
+            guard try tokenizer.chatTemplateSource() != nil else {
+                throw CommandFailure("\(dir): no chat template (no chat_template.jinja, no chat_template in tokenizer_config.json); use --prompt")
+            }
+            var msgs: [Value] = []
+            if let system { msgs.append(.dict(OrderedDict([("role", .string("system")), ("content", .string(system))]))) }
+            msgs.append(.dict(OrderedDict([("role", .string("user")), ("content", .string(chat))])))
+            chatPrompt = try tokenizer.chatPrompt(msgs)
+        }
         let model = try ModelLoader.load(dir, load)
         if let ad = adapter { try PEFTAdapter.load(model, from: ad, as: "default") }
-        o.stopIds = model.config.eosTokenIds + tokenizer.eosIds
+        o.stopIds = model.config.eosTokenIds + (chatPrompt?.stopIds ?? tokenizer.eosIds)
 
-        let ids = try tokenizer.encode(prompt)
+        let ids = try chatPrompt?.ids ?? tokenizer.encode(prompt)
         if ids.isEmpty { throw UsageError("--prompt '\(prompt)' encodes to no tokens (give some text)") }
         if let id = ids.first(where: { $0 >= model.config.vocabSize }) {
             throw CommandFailure("the prompt has token id \(id), but the model's vocab_size is \(model.config.vocabSize) (tokenizer.json does not fit this model)")

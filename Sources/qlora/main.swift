@@ -18,7 +18,7 @@ commands:
                               and the safetensors headers (no weights read)
   quantize MODEL_DIR OUT_DIR [--type nf4|fp4 --block N --double-quant|--no-double-quant]
                               write a bitsandbytes 4-bit copy of a model
-  generate MODEL_DIR --prompt TEXT [--adapter DIR --max-tokens N --temperature T ...]
+  generate MODEL_DIR --prompt TEXT | --chat TEXT [--system TEXT --adapter DIR --max-tokens N ...]
                               stream generated text to stdout
   bench [tensor|quant|train] [--json]
                               measure against references timed in the same run

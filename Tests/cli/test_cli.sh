@@ -234,6 +234,36 @@ cp "$fx/tokenizers/bytelevel.json" "$tmp/short/tokenizer.json"
 expect "generate --max-tokens 10^9 stops at max_position_embeddings" 0 "tokens in .*reached max_position_embeddings 40" -- \
   q generate "$tmp/short" --prompt "hello" --max-tokens 1000000000
 expect "generate: no tokenizer" 1 "no tokenizer.json" -- q generate "$fx/tiny-llama" --prompt "hi"
+# --chat: the model's chat template, the same answer as model:chat (and so as generate on
+# apply_chat_template's ids, Tests/lua/test_chat_template.lua), ending at the end of the turn.
+expect "generate --chat" 0 "tokens in" -- q generate "$fx/tiny-chat" --chat "What is the licence?" --max-tokens 10
+cat > "$tmp/chat.lua" <<'LUA'
+local q = require "qlora"
+local m = q.load_model(arg[1])
+io.write(m:chat(arg[2], { system = arg[3] ~= "" and arg[3] or nil, max_tokens = 10 }), "\n")
+LUA
+c1=$(gen "$fx/tiny-chat" --chat "What is the licence?" --max-tokens 10)
+c2=$("$bin" run "$tmp/chat.lua" "$fx/tiny-chat" "What is the licence?" "" 2>/dev/null | tr -d '\000')
+check "generate --chat answers as model:chat does" "'$c1' vs '$c2'" test "$c1" = "$c2"
+c3=$(gen "$fx/tiny-chat" --chat "What is the licence?" --system "Be brief." --max-tokens 10)
+c4=$("$bin" run "$tmp/chat.lua" "$fx/tiny-chat" "What is the licence?" "Be brief." 2>/dev/null | tr -d '\000')
+check "generate --chat --system answers as model:chat does" "'$c3' vs '$c4'" test "$c3" = "$c4"
+cat > "$tmp/warn.lua" <<'LUA'
+local q = require "qlora"
+local tok = q.tokenizer(arg[1])
+local rows = { { messages = { { role = "user", content = "a" }, { role = "assistant", content = "b" } } } }
+q.data.from_table(rows, { format = "chat", tokenizer = tok })
+q.data.from_table(rows, { format = "chat", tokenizer = tok })
+q.data.from_table(rows, { format = "chat", tokenizer = tok, template = "role" })
+print("loaded")
+LUA
+expect "chat data without a template: a warning" 0 "warning: rows: the tokenizer has no chat template" "loaded" -- q run "$tmp/warn.lua" "$fx/tokenizers/bytelevel.json"
+check "the warning is given once" "$(grep -c 'no chat template' <<<"$out") warnings" test "$(grep -c 'no chat template' <<<"$out")" = 1
+expect "chat data with a template: no warning" 0 "loaded" -- q run "$tmp/warn.lua" "$fx/tiny-chat"
+check "no warning with a template" "got: $out" test "$(grep -c 'warning' <<<"$out")" = 0
+expect "generate --chat and --prompt" 2 "not both" -- q generate "$fx/tiny-chat" --chat "hi" --prompt "hi"
+expect "generate --system without --chat" 2 "--system needs --chat" -- q generate "$fx/tiny-chat" --prompt "hi" --system "x"
+expect "generate --chat without a template" 1 "no chat template" -- q generate "$tmp/tok" --chat "hi"
 cp -r "$fx/tiny-llama" "$tmp/smallvocab"; cp "$fx/tokenizers/bytelevel.json" "$tmp/smallvocab/tokenizer.json"
 expect "generate: a prompt token beyond the model's vocab" 1 "prompt has token id [0-9]+, .*vocab_size is 256 \(tokenizer.json does not fit this model\)" -- \
   q generate "$tmp/smallvocab" --prompt "hello world, quickly"
