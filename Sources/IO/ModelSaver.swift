@@ -148,7 +148,9 @@ public enum ModelSaver {
         if let g = c.gemma {
             o["hidden_act"] = nil
             o["hidden_activation"] = "gelu_pytorch_tanh"
-            o["query_pre_attn_scalar"] = .double(g.queryPreAttnScalar)
+            // transformers reads it as an integer (its configs declare it so)
+            let scalar = g.queryPreAttnScalar
+            o["query_pre_attn_scalar"] = scalar == scalar.rounded() && abs(scalar) < 1e15 ? .int(Int64(scalar)) : .double(scalar)
             o["attn_logit_softcapping"] = g.attnSoftcap.map { .double($0) } ?? .null
             o["final_logit_softcapping"] = g.finalSoftcap.map { .double($0) } ?? .null
             o["sliding_window"] = g.slidingWindow.map { .int(Int64($0)) } ?? .null
