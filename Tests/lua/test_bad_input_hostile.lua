@@ -11,6 +11,11 @@ os.remove(tmp)
 q.mkdir(tmp)
 
 local function sh(cmd) return os.execute(cmd) == true end
+-- Device nodes of our own (never /dev's: should a writer regress, it replaces only these copies).
+-- Making them needs root; without it the device targets are left out and a note says so.
+local devnull, devfull = tmp .. "/null", tmp .. "/full"
+local have_devices = sh("mknod -m 666 " .. devnull .. " c 1 3 2>/dev/null && mknod -m 666 " .. devfull .. " c 1 7 2>/dev/null")
+if not have_devices then print("note: cannot make device nodes here (not root): device targets are left out") end
 local function read(path) local f = assert(io.open(path, "rb")); local s = f:read("a"); f:close(); return s end
 local function write(path, s) local f = assert(io.open(path, "wb")); f:write(s); f:close() end
 local function leftovers(dir)
@@ -202,8 +207,12 @@ end
 T.case("writers: an existing path that is not a regular file is refused and left as it was", function()
   assert(sh("mkfifo " .. tmp .. "/fifo"), "mkfifo")
   q.mkdir(tmp .. "/adir")
-  local targets = { "/dev/null", "/dev/full", tmp .. "/fifo", tmp .. "/adir" }
-  local kinds = { "device", "device", "fifo", "directory" }
+  local targets = { tmp .. "/fifo", tmp .. "/adir" }
+  local kinds = { "fifo", "directory" }
+  if have_devices then
+    table.insert(targets, 1, devnull); table.insert(kinds, 1, "device")
+    table.insert(targets, 1, devfull); table.insert(kinds, 1, "device")
+  end
   for _, w in ipairs(writers()) do
     for i, target in ipairs(targets) do
       local e = T.errors(function() w[2](target) end, target, "saving replaces only regular files")
@@ -212,7 +221,6 @@ T.case("writers: an existing path that is not a regular file is refused and left
     end
   end
   T.eq(leftovers(tmp), 0, "temporary files left in " .. tmp)
-  T.eq(leftovers("/dev"), 0, "temporary files left in /dev")
   -- the directory writers, pointed at a directory whose files are devices/FIFOs
   local model = q.llama { vocab = 32, hidden = 16, layers = 1, heads = 2, intermediate = 32 }
   model:add_lora { r = 2, targets = { "q_proj" } }
@@ -235,9 +243,12 @@ T.case("writers: a symbolic link is followed; the link stays and its target is r
   T.eq(q.load_tensors(tmp .. "/real/t.safetensors").a:totable()[1], 1, "the target's new contents")
   T.eq(leftovers(tmp), 0); T.eq(leftovers(tmp .. "/real"), 0)
   -- a link to a device is refused like the device; a dangling link is refused
-  assert(sh("ln -s /dev/null " .. tmp .. "/devlink"))
-  T.errors(function() q.save_tensors(tmp .. "/devlink", { a = q.ones(2) }) end, "is a character device", "the link points to /dev/null")
-  assert(sh("test -L " .. tmp .. "/devlink"))
+  if have_devices then
+    assert(sh("ln -s " .. devnull .. " " .. tmp .. "/devlink"))
+    T.errors(function() q.save_tensors(tmp .. "/devlink", { a = q.ones(2) }) end, "is a character device", "the link points to " .. devnull)
+    assert(sh("test -L " .. tmp .. "/devlink"))
+    T.eq(q.path_kind(devnull), "device")
+  end
   assert(sh("ln -s " .. tmp .. "/nowhere/x " .. tmp .. "/dangling"))
   T.errors(function() q.save_tensors(tmp .. "/dangling", { a = q.ones(2) }) end, "symbolic link to a missing file")
 end)
@@ -296,7 +307,10 @@ T.case("trainer log: /dev/full, a directory and a FIFO are errors that name the 
   model:add_lora { r = 2, targets = { "q_proj" } }
   local ds = q.data.from_table({ { input_ids = { 1, 2, 3, 4 } }, { input_ids = { 5, 6, 7, 8 } } }, {})
   local function run(log) return q.trainer { model = model, train = ds, steps = 2, batch_size = 2, log = log, print_every = 100 }:run() end
-  T.errors(function() run("/dev/full") end, "qlora.trainer", "option 'log'", "/dev/full", "No space left on device")
+  if have_devices then
+    T.errors(function() run(devfull) end, "qlora.trainer", "option 'log'", devfull, "No space left on device")
+    T.eq(q.path_kind(devfull), "device")
+  end
   q.mkdir(tmp .. "/logdir")
   T.errors(function() run(tmp .. "/logdir") end, "qlora.trainer", "option 'log'", "directory")
   if q.path_kind(tmp .. "/fifo") ~= "fifo" then assert(sh("mkfifo " .. tmp .. "/fifo")) end
@@ -304,9 +318,11 @@ T.case("trainer log: /dev/full, a directory and a FIFO are errors that name the 
   write(tmp .. "/logparent", "x")
   local e = T.errors(function() run(tmp .. "/logparent/metrics.jsonl") end, "option 'log'", "is a file, not a directory")
   assert(not e:find("NSCocoaErrorDomain", 1, true), e)
-  -- /dev/null is a fine sink
-  run("/dev/null")
-  T.eq(q.path_kind("/dev/null"), "device")
+  -- a null device is a fine sink
+  if have_devices then
+    run(devnull)
+    T.eq(q.path_kind(devnull), "device")
+  end
 end)
 
 T.case("tokenizer regex: catastrophic backtracking is a quick, clear error", function()
