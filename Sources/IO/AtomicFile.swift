@@ -56,7 +56,7 @@ public enum AtomicFile {
         if stat(dir, &ds) != 0 {
             let e = errno
             if e == ENOTDIR, let f = fileInTheWay(dir) { throw IOError(path: path, reason: "cannot write: \(f) is a file, not a directory") }
-            throw IOError(path: path, reason: "cannot write: the directory \(dir) \(e == ENOENT ? "does not exist" : "cannot be read (\(errnoText(e)))")")
+            throw IOError(path: path, reason: "cannot write: the directory \(dir) \(e == ENOENT ? "does not exist" : "cannot be read") (\(errnoText(e)))")
         }
         if (ds.st_mode & S_IFMT) != S_IFDIR { throw IOError(path: path, reason: "cannot write: \(dir) is \(kind(ds.st_mode)), not a directory") }
         return path

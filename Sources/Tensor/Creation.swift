@@ -42,7 +42,8 @@ extension Tensor {
         }
         // The count in Double first: a tiny step or a huge range gives a count no Int holds.
         let count = ((stop - start) / step).rounded(.up)
-        if !(count < Double(Shape.maxElements)) {
+        // (a count an Int holds goes on to the usual size checks and their messages)
+        if !(count < 0x1p62) {
             throw TensorError("qlora.arange: start \(start), stop \(stop) and step \(step) give too many elements (\(count))")
         }
         let n = count > 0 ? Int(count) : 0

@@ -38,8 +38,8 @@ public final class DatasetStorage {
     public let padId: Int32
     public let format: DatasetFormat
     public let badRows: Int
-    /// Examples left out because no token of theirs is trained (every label -100: with
-    /// mask_prompt, a prompt that fills max_len); they would only give a loss of 0/0.
+    /// Examples left out because, cut to max_len, no token of theirs is trained (every label
+    /// -100: with mask_prompt, a prompt that fills max_len); they would only give a loss of 0/0.
     public internal(set) var untrainedRows = 0
     public let sourceName: String
 
@@ -146,9 +146,12 @@ public final class Dataset {
                 let raw = try DatasetRows.extract(value, format: format, fields: opts.fields, template: opts.template)
                 var (exIds, exLabels) = try tokenize(raw, tokenizer: opts.tokenizer, maskPrompt: opts.maskPrompt,
                                                      eos: addEOS ? eos : nil, vocab: vocab, budget: budget)
-                if !opts.pack, let m = opts.maxLen, exIds.count > m { exIds.removeLast(exIds.count - m); exLabels.removeLast(exLabels.count - m) }
+                var cut = false
+                if !opts.pack, let m = opts.maxLen, exIds.count > m { exIds.removeLast(exIds.count - m); exLabels.removeLast(exLabels.count - m); cut = true }
                 if exIds.isEmpty { throw DatasetLineError("the example has no tokens") }
-                if !opts.pack && !exLabels.contains(where: { $0 != -100 }) { untrained += 1; continue }
+                // Cut to max_len with nothing trained left (a masked prompt that fills max_len):
+                // left out and counted, as it would only give a loss of 0/0.
+                if cut && !exLabels.contains(where: { $0 != -100 }) { untrained += 1; continue }
                 ids.append(contentsOf: exIds)
                 labels.append(contentsOf: exLabels)
                 offsets.append(ids.count)
@@ -161,7 +164,7 @@ public final class Dataset {
         }
         if offsets.count == 1 {
             if untrained > 0 {
-                throw TrainError("\(sourceName): no example has a trained token (\(untrained) left out: every label is masked\(opts.maxLen.map { " within max_len = \($0); is the prompt longer than that?" } ?? ")"))")
+                throw TrainError("\(sourceName): no example has a trained token (\(untrained) left out: every label is masked within max_len = \(opts.maxLen ?? 0); is the prompt longer than that?)")
             }
             throw TrainError("\(sourceName): the dataset is empty (\(bad) bad rows skipped)")
         }
