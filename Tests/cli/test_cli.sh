@@ -146,6 +146,10 @@ expect "quantize refuses a non-empty OUT_DIR" 2 "OUT_DIR '.*q1' is not empty \(p
 expect "quantize --force fp4 without double quant, bf16" 0 "^format: +fp4, block 128, no double quant, dense tensors bf16" -- \
   q quantize "$fx/tiny-llama" "$tmp/q1" --force --type fp4 --block 128 --no-double-quant --dtype bf16
 expect "info on the fp4 output" 0 "^quantization +bitsandbytes 4-bit: fp4, double quant no" "^stored dtype .*BF16" -- q info "$tmp/q1"
+rm -f "$tmp/q1/generation_config.json"; mkfifo "$tmp/q1/generation_config.json"
+expect "quantize --force onto a FIFO companion file fails and keeps it" 1 "generation_config.json: exists and is a FIFO; saving replaces only regular files" -- \
+  q quantize "$fx/tiny-llama" "$tmp/q1" --force
+check "... the FIFO is still a FIFO" "replaced" test -p "$tmp/q1/generation_config.json"
 expect "quantize re-saves a 4-bit checkpoint" 0 "nf4, block 64, double quant \(as stored\)" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q2"
 expect "quantize: other format for a 4-bit checkpoint" 1 "already 4-bit" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q3" --type fp4
 # a 4-bit checkpoint whose quant_state is not JSON: the error names the file and the weight
