@@ -98,7 +98,7 @@ public enum AtomicFile {
             fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
             if fd >= 0 || errno != EEXIST { break }
         }
-        if fd < 0 { throw IOError(path: path, reason: "cannot create a temporary file in \(dir): \(errnoText(errno))") }
+        if fd < 0 { throw IOError(path: path, reason: "cannot create a temporary file in \(dirPrefix.isEmpty ? "." : dirPrefix): \(errnoText(errno))") }
         let slot = ql_tmp_register(tmp)
         var fdOpen = true
         do {

@@ -141,7 +141,13 @@ function tasks.examples(o)
       tasks.max_letters .. ") letters", 2)
   end
   local excluded = {}
-  for _, e in ipairs(o.exclude or {}) do excluded[e.op .. ":" .. e.word] = true end
+  if o.exclude ~= nil and type(o.exclude) ~= "table" then fail("examples", "option 'exclude' must be a list of examples", 2) end
+  for i, e in ipairs(o.exclude or {}) do
+    if type(e) ~= "table" or type(e.op) ~= "string" or type(e.word) ~= "string" then
+      fail("examples", "exclude[" .. i .. "] must be an example {op =, word =, ...}, got " .. tostring(e), 2)
+    end
+    excluded[e.op .. ":" .. e.word] = true
+  end
   local draw = stream(seed)
   local out, attempts = {}, 0
   while #out < n do

@@ -51,7 +51,7 @@ final class TokenizerRegexTests: XCTestCase {
         XCTAssertEqual(texts(try qw.matches(Array("a 123".utf8)), "a 123"), ["a", " ", "1", "2", "3"])
     }
 
-    func testSplitBehaviours() {
+    func testSplitBehaviours() throws {
         // "a-b--c" split on "-"
         let s = Array("a-b--c".utf8)
         let segs = tokSegments(try TokPattern.literal([0x2D]).matches(s), count: s.count)

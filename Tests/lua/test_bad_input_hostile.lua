@@ -352,6 +352,8 @@ T.case("q.tasks: sizes bounded up front; internal errors do not leak", function(
   assert(not e:find("attempt to", 1, true), e)
   T.errors(function() q.tasks.text("copy", 5) end, "qlora.tasks.text", "the word must be a non-empty string")
   T.errors(function() q.tasks.text("copy", "ab", "a") end, "qlora.tasks.text", "at least two letters")
+  T.errors(function() q.tasks.examples { ops = "copy", n = 2, exclude = { 5 } } end, "qlora.tasks.examples", "exclude[1] must be an example")
+  T.errors(function() q.tasks.examples { ops = "copy", n = 2, exclude = "x" } end, "qlora.tasks.examples", "option 'exclude'")
 end)
 
 T.case("mask_prompt: a prompt that fills max_len is left out when the dataset is built; training never sees 0/0", function()
