@@ -119,7 +119,7 @@ public enum PEFTAdapter {
         case nil, .some(.null): break
         case .some(let v):
             if let s = v.stringValue { cfgTargets = s == "all-linear" ? .allLinear : .regex(s) }
-            else if let list = v.arrayValue, let names = Optional(list.compactMap({ $0.stringValue })), names.count == list.count { cfgTargets = .names(names) }
+            else if let names = v.arrayValue.flatMap({ list in allOrNil(list.map { $0.stringValue }) }) { cfgTargets = .names(names) }
             else { throw bad("field \"target_modules\" must be a string or a list of strings, got \(v)") }
         }
         var layersToTransform: [Int]? = nil
@@ -127,7 +127,7 @@ public enum PEFTAdapter {
         case nil, .some(.null): break
         case .some(let v):
             if let i = v.intValue { layersToTransform = [i] }
-            else if let list = v.arrayValue, let ints = Optional(list.compactMap({ $0.intValue })), ints.count == list.count { layersToTransform = ints }
+            else if let ints = v.arrayValue.flatMap({ list in allOrNil(list.map { $0.intValue }) }) { layersToTransform = ints }
             else { throw bad("field \"layers_to_transform\" must be an integer or a list of integers, got \(v)") }
         }
         let weightsPath = dir + "/adapter_model.safetensors"
@@ -225,4 +225,11 @@ public enum PEFTAdapter {
         cfg.layers = layersToTransform
         model.adapterConfigs[name] = cfg
     }
+}
+
+/// Every element, or nil when any is nil.
+private func allOrNil<T>(_ xs: [T?]) -> [T]? {
+    var out: [T] = []
+    for x in xs { guard let x else { return nil }; out.append(x) }
+    return out
 }

@@ -461,6 +461,8 @@ T.case("adapter_config.json: every field checked against the weights and the mod
     { "bias", '"all"', "field \"bias\"", "supports only \"none\"" },
     { "modules_to_save", '["lm_head"]', "field \"modules_to_save\"" },
     { "lora_dropout", "1.5", "lora_dropout", "[0, 1)" },
+    { "target_modules", '["q_proj", 3]', "field \"target_modules\" must be a string or a list of strings" },
+    { "layers_to_transform", '[0, "one"]', "field \"layers_to_transform\" must be an integer or a list of integers" },
   }
   for _, c in ipairs(cases) do
     with(c[1], c[2])
