@@ -31,7 +31,7 @@ let package = Package(
         .target(name: "NN", dependencies: ["Tensor", "Quant"], path: "Sources/NN"),
         // A Jinja interpreter for chat templates (no dependencies).
         .target(name: "Jinja", path: "Sources/Jinja"),
-        .target(name: "IO", dependencies: ["Tensor", "Quant", "NN", "Jinja"], path: "Sources/IO"),
+        .target(name: "IO", dependencies: ["Tensor", "Quant", "NN", "Jinja", "CKernels"], path: "Sources/IO"),
         // Optimizers, learning-rate schedules, datasets and the trainer.
         .target(name: "Train", dependencies: ["Tensor", "Quant", "NN", "Jinja", "IO", "CKernels"], path: "Sources/Train"),
         .target(name: "LuaBridge",

@@ -40,12 +40,66 @@ void qlora_push_bound(lua_State *L, int index) {
     lua_pushcclosure(L, qlora_trampoline, 1);
 }
 
-static int qlora_traceback_handler(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+static int describe_error(lua_State *L) {
+    int t = lua_type(L, 1);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+        const char *s = lua_tostring(L, 1);
+        if (strstr(s, "attempt to yield across a C-call boundary") || strstr(s, "attempt to yield from outside a coroutine")) {
+            lua_pushfstring(L, "%s (a callback qlora calls may not yield: run coroutines around qlora calls, not through them)", s);
+        } else {
+            lua_pushstring(L, s);
+        }
+        return 1;
     }
+    if (luaL_callmeta(L, 1, "__tostring")) {
+        if (lua_type(L, -1) == LUA_TSTRING) return 1;
+        lua_pop(L, 1);
+    }
+    if (t == LUA_TTABLE) {
+        static const char *const fields[] = {"message", "msg", "error", "reason"};
+        for (int i = 0; i < 4; i++) {
+            int ft = lua_getfield(L, 1, fields[i]);
+            if (ft == LUA_TSTRING || ft == LUA_TNUMBER) { lua_tostring(L, -1); return 1; }
+            lua_pop(L, 1);
+        }
+        int n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, 1) != 0) {
+            int vt = lua_type(L, -1);
+            if (lua_type(L, -2) == LUA_TSTRING && (vt == LUA_TSTRING || vt == LUA_TNUMBER || vt == LUA_TBOOLEAN)) {
+                const char *k = lua_tostring(L, -2);
+                const char *v = vt == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false") : lua_tostring(L, -1);
+                lua_pushfstring(L, "%s%s = %s", n == 0 ? "{" : ", ", k, v);
+                lua_insert(L, -3);      // below key and value, so lua_next keeps its key on top
+                n++;
+            }
+            lua_pop(L, 1);
+            if (n >= 8) { lua_pop(L, 1); break; }  // enough: drop the key and stop
+        }
+        // The pieces sit below the stack top in order; join them.
+        if (n > 0) {
+            lua_pushliteral(L, "}");
+            lua_concat(L, n + 1);
+            return 1;
+        }
+    }
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    return 1;
+}
+
+void qlora_push_error_text(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    lua_pushcfunction(L, describe_error);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) != 0 || lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+    }
+}
+
+static int qlora_traceback_handler(lua_State *L) {
+    qlora_push_error_text(L, 1);
+    const char *msg = lua_tostring(L, -1);
     luaL_traceback(L, L, msg, 1);
     return 1;
 }

@@ -50,7 +50,7 @@ public enum ModelLoader {
             let b = bias ? try dense(prefix + ".bias", [out]) : nil
             let base: LinearBase
             if checkpointQuant != nil, layer != nil {
-                let q = try weights.bnb4bit(prefix + ".weight", shape: [out, inp])
+                let q = try weights.bnb4bit(prefix + ".weight", shape: [out, inp], configType: checkpointQuant?.options.type)
                 base = .quantized(try QuantLinear(weight: q, bias: b, compute: options.compute))
             } else if let qo = options.quant, layer != nil {
                 let w = try dense(prefix + ".weight", [out, inp])
@@ -147,7 +147,7 @@ final class WeightFiles {
     }
 
     /// A weight saved by bitsandbytes/transformers in 4-bit: packed bytes plus its quant state.
-    func bnb4bit(_ name: String, shape: [Int]) throws -> QuantizedTensor {
+    func bnb4bit(_ name: String, shape: [Int], configType: QuantType? = nil) throws -> QuantizedTensor {
         // the quant state's parts belong to this weight, including the ones qlora rebuilds itself
         // (the 16-entry code in ".quant_map")
         for k in location.keys where k.hasPrefix(name + ".") { used.insert(k) }
@@ -167,6 +167,19 @@ final class WeightFiles {
               let block = state["blocksize"]?.intValue,
               let savedShape = state["shape"]?.arrayValue?.compactMap({ $0.intValue }) else {
             throw IOError(path: path, reason: "quant_state of \"\(name)\" lacks quant_type, blocksize or shape")
+        }
+        if let ct = configType, ct != type {
+            throw IOError(path: path, reason: "quant_state of \"\(name)\" says \(type.rawValue) but config.json's bnb_4bit_quant_type says \(ct.rawValue)")
+        }
+        // The code table is rebuilt from quant_type; a stored one must be that table.
+        if has(name + ".quant_map") {
+            let map = try tensor(name + ".quant_map")
+            let code = type.code
+            let fits = map.shape == [code.count] && map.dtype.isFloat
+                && (0..<code.count).allSatisfy { abs(map.value(at: $0) - Double(code[$0])) <= 1e-6 }
+            if !fits {
+                throw IOError(path: path, reason: "\(name).quant_map (\(map.dtype.name) \(Shape.describe(map.shape))) is not the \(code.count)-entry \(type.rawValue) code table; custom code tables are not supported")
+            }
         }
         if savedShape != shape {
             throw IOError(path: path, reason: "4-bit weight \"\(name)\" has shape \(Shape.describe(savedShape)), expected \(Shape.describe(shape))")

@@ -21,9 +21,7 @@ public enum ModelSaver {
         if options.dtype != .f32 && options.dtype != .bf16 && options.dtype != .f16 {
             throw IOError(path: dir, reason: "dtype must be f32, bf16 or f16, got \(options.dtype.name)")
         }
-        do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
-            throw IOError(path: dir, reason: "cannot create the directory (\(error.localizedDescription))")
-        }
+        try AtomicFile.makeDirectory(dir)
         let c = model.config
         var tensors: [(name: String, tensor: Tensor)] = []
         func dense(_ name: String, _ t: Tensor) throws {

@@ -15,11 +15,7 @@ public enum PEFTAdapter {
         let modules = model.linears.filter { $0.adapter(named: name) != nil }
         if modules.isEmpty { throw IOError(path: dir, reason: "the model has no adapter named \"\(name)\"") }
         let cfg = model.adapterConfigs[name] ?? LoRAConfig()
-        do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        } catch {
-            throw IOError(path: dir, reason: "cannot create the directory (\(error.localizedDescription))")
-        }
+        try AtomicFile.makeDirectory(dir)
         var tensors: [(name: String, tensor: Tensor)] = []
         for m in modules {
             guard let a = m.adapter(named: name) else { continue }
@@ -92,10 +88,47 @@ public enum PEFTAdapter {
             alphaPattern[k] = d
             alphaOrder.append(k)
         }
+        if !alpha.isFinite { throw bad("field \"lora_alpha\" must be a finite number, got \(alpha)") }
+        if !(dropout >= 0 && dropout < 1) { throw bad("field \"lora_dropout\" must be in [0, 1), got \(dropout)") }
+        if let bad1 = alphaPattern.first(where: { !$0.value.isFinite }) { throw bad("alpha_pattern \"\(bad1.key)\" must be a finite number") }
         var rankPattern: [String: Int] = [:]
+        var rankOrder: [String] = []
         for (k, v) in obj["rank_pattern"]?.objectValue ?? JSONObject() {
-            guard let i = v.intValue else { throw bad("rank_pattern \"\(k)\" must be an integer") }
+            guard let i = v.intValue, i >= 1 else { throw bad("rank_pattern \"\(k)\" must be an integer >= 1") }
             rankPattern[k] = i
+            rankOrder.append(k)
+        }
+        // Fields that change what the weights mean: refused unless they say what qlora does.
+        if try flag("fan_in_fan_out") {
+            throw bad("field \"fan_in_fan_out\" is true (weights stored transposed, for Conv1D layers); qlora supports only false")
+        }
+        if let v = obj["bias"], !v.isNull, v.stringValue != "none" {
+            throw bad("field \"bias\" is \(v) (trained biases); qlora supports only \"none\"")
+        }
+        if let v = obj["lora_bias"], !v.isNull, v.boolValue != false {
+            throw bad("field \"lora_bias\" is \(v); qlora supports only false")
+        }
+        if let v = obj["modules_to_save"], !v.isNull, v.arrayValue?.isEmpty != true {
+            throw bad("field \"modules_to_save\" is \(v) (fully trained extra modules); qlora supports only null or []")
+        }
+        if let v = obj["layer_replication"], !v.isNull {
+            throw bad("field \"layer_replication\" is set; qlora does not support it")
+        }
+        var cfgTargets: LoRATargets? = nil
+        switch obj["target_modules"] {
+        case nil, .some(.null): break
+        case .some(let v):
+            if let s = v.stringValue { cfgTargets = s == "all-linear" ? .allLinear : .regex(s) }
+            else if let names = v.arrayValue.flatMap({ list in allOrNil(list.map { $0.stringValue }) }) { cfgTargets = .names(names) }
+            else { throw bad("field \"target_modules\" must be a string or a list of strings, got \(v)") }
+        }
+        var layersToTransform: [Int]? = nil
+        switch obj["layers_to_transform"] {
+        case nil, .some(.null): break
+        case .some(let v):
+            if let i = v.intValue { layersToTransform = [i] }
+            else if let ints = v.arrayValue.flatMap({ list in allOrNil(list.map { $0.intValue }) }) { layersToTransform = ints }
+            else { throw bad("field \"layers_to_transform\" must be an integer or a list of integers, got \(v)") }
         }
         let weightsPath = dir + "/adapter_model.safetensors"
         let (tensors, _) = try TensorFiles.load(weightsPath)
@@ -103,6 +136,22 @@ public enum PEFTAdapter {
         let modules = Dictionary(model.linears.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var pending: [(LinearModule, LoRAAdapter)] = []
         var used = Set<String>()
+        // A lora_B without its lora_A is reported as the missing lora_A it is.
+        for (key, _) in tensors where key.hasSuffix(".lora_B.weight") {
+            let aKey = String(key.dropLast(".lora_B.weight".count)) + ".lora_A.weight"
+            if byName[aKey] == nil { throw IOError(path: weightsPath, reason: "missing \"\(aKey)\" (the file has \"\(key)\")") }
+        }
+        // The modules the config selects (target_modules, layers_to_transform) must be exactly
+        // the ones with weights.
+        var selected: Set<String>? = nil
+        if let t = cfgTargets {
+            var sel = LoRAConfig()
+            sel.targets = t
+            sel.layers = layersToTransform
+            do { selected = Set(try LoRAPlacement.select(model.linears, sel).map { $0.name }) } catch let e as ModelError {
+                throw bad("target_modules / layers_to_transform do not fit this model: \(e.message)")
+            }
+        }
         for (key, _) in tensors where key.hasSuffix(".lora_A.weight") {
             guard key.hasPrefix(prefix) else { throw IOError(path: weightsPath, reason: "key \"\(key)\" does not start with \"\(prefix)\"") }
             let moduleName = String(key.dropFirst(prefix.count).dropLast(".lora_A.weight".count))
@@ -114,6 +163,14 @@ public enum PEFTAdapter {
             let ra = a.shape.first ?? 0
             if a.shape != [ra, m.inFeatures] || b.shape != [m.outFeatures, ra] || ra < 1 {
                 throw IOError(path: weightsPath, reason: "\(moduleName): lora_A \(Shape.describe(a.shape)) and lora_B \(Shape.describe(b.shape)) do not fit a layer of \(m.inFeatures) inputs and \(m.outFeatures) outputs")
+            }
+            if let sel = selected, !sel.contains(moduleName) {
+                throw bad("the weights adapt \(moduleName), which target_modules\(layersToTransform == nil ? "" : " / layers_to_transform") do not select")
+            }
+            let rankKey = rankOrder.first(where: { LoRAPlacement.patternMatches($0, moduleName) })
+            let expectedRank = rankKey.flatMap { rankPattern[$0] } ?? r
+            if ra != expectedRank {
+                throw bad("\(moduleName): the weights have rank \(ra) but \(rankKey.map { "rank_pattern \"\($0)\"" } ?? "field \"r\"") says \(expectedRank)")
             }
             var moduleAlpha = alpha
             // As PEFT: the first key in the file's order whose pattern matches the module name.
@@ -145,6 +202,12 @@ public enum PEFTAdapter {
             throw IOError(path: weightsPath, reason: "unexpected key \"\(stray.name)\" (qlora reads lora_A / lora_B weights and DoRA magnitudes)")
         }
         if pending.isEmpty { throw IOError(path: weightsPath, reason: "no lora_A / lora_B weights") }
+        if let sel = selected {
+            let have = Set(pending.map { $0.0.name })
+            if let missing = model.linears.first(where: { sel.contains($0.name) && !have.contains($0.name) }) {
+                throw bad("target_modules selects \(missing.name), but adapter_model.safetensors has no \"\(prefix)\(missing.name).lora_A.weight\"")
+            }
+        }
         if let clash = pending.first(where: { $0.0.adapter(named: name) != nil }) {
             throw IOError(path: dir, reason: "\(clash.0.name) already has an adapter named \"\(name)\"")
         }
@@ -158,19 +221,15 @@ public enum PEFTAdapter {
         cfg.rankPattern = rankPattern
         cfg.alphaPattern = alphaPattern
         cfg.dora = useDora
-        if let names = obj["target_modules"]?.arrayValue?.compactMap({ $0.stringValue }) { cfg.targets = .names(names) } else if let s = obj["target_modules"]?.stringValue { cfg.targets = s == "all-linear" ? .allLinear : .regex(s) }
+        if let t = cfgTargets { cfg.targets = t }
+        cfg.layers = layersToTransform
         model.adapterConfigs[name] = cfg
     }
 }
 
-/// Writes bytes to path through a temporary file in the same directory and a rename.
-public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
-    let tmp = path + ".tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else {
-        throw IOError(path: path, reason: "cannot write the file")
-    }
-    if rename(tmp, path) != 0 {
-        unlink(tmp)
-        throw IOError(path: path, reason: "cannot rename the temporary file into place")
-    }
+/// Every element, or nil when any is nil.
+private func allOrNil<T>(_ xs: [T?]) -> [T]? {
+    var out: [T] = []
+    for x in xs { guard let x else { return nil }; out.append(x) }
+    return out
 }

@@ -126,66 +126,12 @@ public func writeSafetensors(
         n >>= 8
     }
 
-    // Temporary file next to the target.
-    let slash = path.utf8.lastIndex(of: 0x2F)
-    let dirPrefix = slash.map { String(path[...$0]) } ?? ""
-    let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
-    if base.isEmpty || base == "." || base == ".." {
-        throw bad("not a file path")
-    }
-    let directory = dirPrefix.isEmpty ? "." : dirPrefix
-    var tmpPath = ""
-    var fd: Int32 = -1
-    for _ in 0..<16 {
-        let random = String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        tmpPath = "\(dirPrefix).\(base).tmp-\(getpid())-\(random)"
-        fd = open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd >= 0 || errno != EEXIST { break }
-    }
-    if fd < 0 {
-        throw bad("cannot create a temporary file in \(directory): \(errnoText(errno))")
-    }
-    var fdOpen = true
-    do {
-        try writeAll(fd, prefix, path: path)
-        try writeAll(fd, headerBytes, path: path)
+    // A temporary file beside the target, renamed into place (AtomicFile).
+    try AtomicFile.write(path) { fd in
+        try AtomicFile.writeAll(fd, prefix, path: path)
+        try AtomicFile.writeAll(fd, headerBytes, path: path)
         for t in tensors {
-            try t.withBytes { try writeAll(fd, $0, path: path) }
+            try t.withBytes { try AtomicFile.writeAll(fd, $0, path: path) }
         }
-        if fsync(fd) != 0 { throw bad("fsync failed: \(errnoText(errno))") }
-        fdOpen = false
-        if close(fd) != 0 { throw bad("close failed: \(errnoText(errno))") }
-        if rename(tmpPath, path) != 0 {
-            throw bad("cannot rename the temporary file into place: \(errnoText(errno))")
-        }
-    } catch {
-        if fdOpen { _ = close(fd) }
-        _ = unlink(tmpPath)
-        throw error
-    }
-    // Make the rename durable; failure here does not undo a completed write.
-    let dfd = open(directory, O_RDONLY | O_CLOEXEC)
-    if dfd >= 0 {
-        _ = fsync(dfd)
-        _ = close(dfd)
-    }
-}
-
-private func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
-    try bytes.withUnsafeBytes { try writeAll(fd, $0, path: path) }
-}
-
-private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
-    guard let start = bytes.baseAddress, bytes.count > 0 else { return }
-    var done = 0
-    while done < bytes.count {
-        let chunk = min(bytes.count - done, 1 << 30)
-        let r = write(fd, start + done, chunk)
-        if r < 0 {
-            if errno == EINTR { continue }
-            throw IOError(path: path, reason: "write failed: \(errnoText(errno))")
-        }
-        if r == 0 { throw IOError(path: path, reason: "write failed: no progress") }
-        done += r
     }
 }

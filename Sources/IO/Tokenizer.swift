@@ -142,14 +142,14 @@ public final class Tokenizer: @unchecked Sendable {
         let ordered = added.filter { $0.special } + added.filter { !$0.special }
         rawMatcher = TokAddedMatcher(ordered.filter { !$0.normalized }.map { ($0.bytes, $0) })
         let norm = normalizer
-        normalizedMatcher = TokAddedMatcher(ordered.filter { $0.normalized }.map { (norm?.apply($0.bytes) ?? $0.bytes, $0) })
+        normalizedMatcher = TokAddedMatcher(try ordered.filter { $0.normalized }.map { (try norm?.apply($0.bytes) ?? $0.bytes, $0) })
 
         var table = model.tokens
         let top = max(table.count, (maxAdded ?? -1) + 1)
         if top > table.count { table.append(contentsOf: repeatElement(nil, count: top - table.count)) }
         // Like the library (0.23), an added token with normalized == true reads back in its
         // normalized form (idToToken, decode).
-        for t in added { table[Int(t.id)] = t.normalized ? (norm?.apply(t.bytes) ?? t.bytes) : t.bytes }
+        for t in added { table[Int(t.id)] = t.normalized ? (try norm?.apply(t.bytes) ?? t.bytes) : t.bytes }
         idTokens = table
         specialStrings = Set(added.filter { $0.special }.map { TokBytes($0.bytes) })
         vocabSize = table.count
@@ -240,7 +240,7 @@ public final class Tokenizer: @unchecked Sendable {
                 }
                 if s1.range.isEmpty { continue }
                 var piece = s1.range.count == bytes.count ? bytes : Array(bytes[s1.range])
-                if let normalizer { piece = normalizer.apply(piece) }
+                if let normalizer { piece = try normalizer.apply(piece) }
                 for s2 in normalizedMatcher.split(piece) {
                     if let id = s2.id {
                         ids.append(id)
@@ -250,7 +250,7 @@ public final class Tokenizer: @unchecked Sendable {
                     let text = TokPiece(bytes: s2.range.count == piece.count ? piece : Array(piece[s2.range]),
                                          atOrigin: s1.range.lowerBound == 0 && s2.range.lowerBound == 0)
                     if let preTokenizer {
-                        for w in preTokenizer.apply([text]) { try model.tokenize(w.bytes, &state, into: &ids) }
+                        for w in try preTokenizer.apply([text]) { try model.tokenize(w.bytes, &state, into: &ids) }
                     } else {
                         try model.tokenize(text.bytes, &state, into: &ids)
                     }
@@ -258,6 +258,8 @@ public final class Tokenizer: @unchecked Sendable {
             }
         } catch let e as BPEMissingUnk {
             throw IOError(path: path, reason: "model.unk_token: \(quoted(e.name)) is not in the vocab")
+        } catch let e as TokenRegexError {
+            throw IOError(path: path, reason: "cannot encode: \(e.message)")
         }
         if addSpecialTokens {
             ids = extraBefore + postProcessor.apply(ids) + extraAfter
@@ -281,7 +283,7 @@ public final class Tokenizer: @unchecked Sendable {
         }
         var out: [UInt8] = []
         if let decoder {
-            for t in decoder.decodeChain(tokens) { out.append(contentsOf: t) }
+            for t in try decoder.decodeChain(tokens) { out.append(contentsOf: t) }
         } else {
             for (i, t) in tokens.enumerated() {
                 if i > 0 { out.append(0x20) }

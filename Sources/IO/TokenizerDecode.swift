@@ -44,11 +44,11 @@ indirect enum TokenDecoder {
         }
     }
 
-    func decodeChain(_ tokens: [[UInt8]]) -> [[UInt8]] {
+    func decodeChain(_ tokens: [[UInt8]]) throws -> [[UInt8]] {
         switch self {
         case .sequence(let list):
             var t = tokens
-            for d in list { t = d.decodeChain(t) }
+            for d in list { t = try d.decodeChain(t) }
             return t
         case .byteLevel:
             // Each token's characters back to bytes (a token with a character outside the map
@@ -89,7 +89,7 @@ indirect enum TokenDecoder {
                 return out
             }
         case .replace(let pattern, let content):
-            return tokens.map { pattern.replace($0, with: content) }
+            return try tokens.map { try pattern.replace($0, with: content) }
         case .byteFallback:
             var out: [[UInt8]] = []
             var pending: [UInt8] = []

@@ -10,9 +10,9 @@ enum TokPattern {
     case regex(TokenRegex)
 
     /// Non-overlapping, non-empty matches, left to right, as byte ranges.
-    func matches(_ s: [UInt8]) -> [Range<Int>] {
+    func matches(_ s: [UInt8]) throws -> [Range<Int>] {
         switch self {
-        case .regex(let re): return re.matches(s)
+        case .regex(let re): return try re.matches(s)
         case .literal(let p):
             guard !p.isEmpty, p.count <= s.count else { return [] }
             var out: [Range<Int>] = []
@@ -35,8 +35,8 @@ enum TokPattern {
     }
 
     /// `s` with every match replaced by `content`.
-    func replace(_ s: [UInt8], with content: [UInt8]) -> [UInt8] {
-        let ms = matches(s)
+    func replace(_ s: [UInt8], with content: [UInt8]) throws -> [UInt8] {
+        let ms = try matches(s)
         if ms.isEmpty { return s }
         var out: [UInt8] = []
         out.reserveCapacity(s.count + ms.count * max(0, content.count - 1))
@@ -91,16 +91,16 @@ indirect enum TokenNormalizer {
         }
     }
 
-    func apply(_ s: [UInt8]) -> [UInt8] {
+    func apply(_ s: [UInt8]) throws -> [UInt8] {
         switch self {
         case .sequence(let list):
             var t = s
-            for n in list { t = n.apply(t) }
+            for n in list { t = try n.apply(t) }
             return t
         case .prepend(let p):
             return s.isEmpty ? s : p + s
         case .replace(let pattern, let content):
-            return pattern.replace(s, with: content)
+            return try pattern.replace(s, with: content)
         case .unicode(let form):
             if !s.contains(where: { $0 >= 0x80 }) { return s }  // ASCII is invariant under all four
             let str = String(decoding: s, as: UTF8.self)

@@ -202,11 +202,11 @@ indirect enum TokenPreTokenizer {
         return scheme
     }
 
-    func apply(_ pieces: [TokPiece]) -> [TokPiece] {
+    func apply(_ pieces: [TokPiece]) throws -> [TokPiece] {
         switch self {
         case .sequence(let list):
             var p = pieces
-            for t in list { p = t.apply(p) }
+            for t in list { p = try t.apply(p) }
             return p
         case .byteLevel(let addPrefixSpace, let useRegex):
             var out: [TokPiece] = []
@@ -215,7 +215,7 @@ indirect enum TokenPreTokenizer {
                 if addPrefixSpace && piece.bytes.first != 0x20 { piece.bytes.insert(0x20, at: 0) }
                 let start = out.count
                 if useRegex {
-                    tokSplitPiece(piece, TokenRegex.gpt2.matches(piece.bytes), into: &out)
+                    tokSplitPiece(piece, try TokenRegex.gpt2.matches(piece.bytes), into: &out)
                 } else if !piece.bytes.isEmpty {
                     out.append(piece)
                 }
@@ -225,7 +225,7 @@ indirect enum TokenPreTokenizer {
         case .split(let pattern, let behavior, let invert):
             var out: [TokPiece] = []
             for piece in pieces {
-                let segs = tokSegments(pattern.matches(piece.bytes), count: piece.bytes.count, invert: invert)
+                let segs = tokSegments(try pattern.matches(piece.bytes), count: piece.bytes.count, invert: invert)
                 tokSplitPiece(piece, behavior.apply(segs), into: &out)
             }
             return out
@@ -234,7 +234,7 @@ indirect enum TokenPreTokenizer {
             tokAppendUTF8(replacement, to: &rep)
             var out: [TokPiece] = []
             for var piece in pieces {
-                piece.bytes = TokPattern.literal([0x20]).replace(piece.bytes, with: rep)
+                piece.bytes = try TokPattern.literal([0x20]).replace(piece.bytes, with: rep)
                 let starts = piece.bytes.starts(with: rep)
                 if !starts && (scheme == .always || (scheme == .first && piece.atOrigin)) {
                     piece.bytes = rep + piece.bytes

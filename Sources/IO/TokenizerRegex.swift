@@ -7,8 +7,9 @@
 
 import Foundation
 
-struct TokenRegexError: Error {
+struct TokenRegexError: Error, CustomStringConvertible {
     let message: String
+    var description: String { message }
 }
 
 /// A compiled split pattern.
@@ -57,16 +58,25 @@ final class TokenRegex: @unchecked Sendable {
     }
 
     /// Non-empty, non-overlapping matches, left to right, as byte ranges of `bytes` (valid UTF-8).
-    func matches(_ bytes: [UInt8]) -> [Range<Int>] {
+    func matches(_ bytes: [UInt8]) throws -> [Range<Int>] {
         if bytes.isEmpty { return [] }
         switch kind {
         case .gpt2: return TokScalarScan(bytes).gpt2()
         case .llama3(let digits): return TokScalarScan(bytes).llama3(maxDigits: digits)
-        case .icu(let re): return icuMatches(re, bytes)
+        case .icu(let re): return try icuMatches(re, bytes)
         }
     }
 
-    private func icuMatches(_ re: NSRegularExpression, _ bytes: [UInt8]) -> [Range<Int>] {
+    /// The step budget of one ICU search, in progress reports: ICU reports once per start
+    /// position it tries and once per 10,000 steps of its backtracking matcher. A search may take
+    /// `icuBaseTicks` reports plus `icuTicksPerByte` per byte of input: every position, and about
+    /// 10^7 steps plus 10^4 per byte (linear patterns need a few dozen per byte). Past that the
+    /// pattern backtracks catastrophically (`(a*)*b` on a run of a's) and encoding stops with
+    /// an error instead of running for hours.
+    static let icuBaseTicks = 1_000
+    static let icuTicksPerByte = 2
+
+    private func icuMatches(_ re: NSRegularExpression, _ bytes: [UInt8]) throws -> [Range<Int>] {
         let s = String(decoding: bytes, as: UTF8.self)
         // UTF-16 offset -> UTF-8 offset, at every scalar boundary.
         var u16to8 = [Int](repeating: -1, count: s.utf16.count + 1)
@@ -78,12 +88,22 @@ final class TokenRegex: @unchecked Sendable {
         }
         u16to8[o16] = o8
         var out: [Range<Int>] = []
-        for m in re.matches(in: s, options: [], range: NSRange(location: 0, length: o16)) {
-            let r = m.range
-            guard r.location != NSNotFound, r.length > 0, r.location + r.length < u16to8.count else { continue }
+        let budget = TokenRegex.icuBaseTicks + bytes.count * TokenRegex.icuTicksPerByte
+        var ticks = 0
+        var exceeded = false
+        re.enumerateMatches(in: s, options: [.reportProgress], range: NSRange(location: 0, length: o16)) { m, flags, stop in
+            if flags.contains(.progress) {
+                ticks += 1
+                if ticks > budget { exceeded = true; stop.pointee = true }
+            }
+            guard let r = m?.range else { return }
+            guard r.location != NSNotFound, r.length > 0, r.location + r.length < u16to8.count else { return }
             let lo = u16to8[r.location], hi = u16to8[r.location + r.length]
-            guard lo >= 0, hi > lo else { continue }
+            guard lo >= 0, hi > lo else { return }
             out.append(lo..<hi)
+        }
+        if exceeded {
+            throw TokenRegexError(message: "the regular expression \(quoted(pattern)) takes more than its step limit (about \(TokenRegex.icuBaseTicks * 10_000 + bytes.count * 10_000) steps) on a piece of \(bytes.count) bytes: catastrophic backtracking; fix the pattern")
         }
         return out
     }

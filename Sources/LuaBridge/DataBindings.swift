@@ -46,6 +46,7 @@ enum DataBindings {
                 let path = try a.string(1)
                 let opts = try datasetOptions(a, 2)
                 let ds = try errors(a) { try Dataset.load(jsonl: path, opts) }
+                warnUntrained(a, ds, opts)
                 ObjectUserdata.push(a.L, ds, datasetName)
                 return 1
             }),
@@ -64,10 +65,19 @@ enum DataBindings {
                     luaPop(a.L, 1)
                 }
                 let ds = try errors(a) { try Dataset.from(values: values, opts, sourceName: "rows") }
+                warnUntrained(a, ds, opts)
                 ObjectUserdata.push(a.L, ds, datasetName)
                 return 1
             }),
         ]
+    }
+
+    /// One line on stderr when examples were left out for having no trained token.
+    static func warnUntrained(_ a: LuaArgs, _ ds: Dataset, _ opts: DatasetOptions) {
+        let n = ds.untrainedRows
+        if n == 0 { return }
+        let why = opts.maxLen.map { "every label is masked within max_len = \($0) (a prompt that long or longer?)" } ?? "every label is masked"
+        fputs("\(a.name): warning: \(n) of \(n + ds.count) examples have no trained token and are left out: \(why); ds:untrained() counts them\n", stderr)
     }
 
     static func datasetOptions(_ a: LuaArgs, _ i: Int32) throws -> DatasetOptions {
@@ -170,7 +180,7 @@ enum DataBindings {
                 lua_rawseti(L, -2, lua_Integer(i + 1))
             }
             if luaPcall(L, 1, 2) != 0 {
-                throw LuaError("template failed: \(luaString(L, -1) ?? "(error object is not a string)")")
+                throw LuaError("template failed: \(luaErrorText(L, -1))")
             }
             if let p = luaString(L, -2) {
                 if lua_type(L, -1) <= 0 { return [TextSegment(p, trainable: true)] }
@@ -305,6 +315,7 @@ enum DataBindings {
                 return 1
             }),
             ("bad_lines", { a in lua_pushinteger(a.L, lua_Integer(try this(a).badRows)); return 1 }),
+            ("untrained", { a in lua_pushinteger(a.L, lua_Integer(try this(a).untrainedRows)); return 1 }),
             ("num_tokens", { a in lua_pushinteger(a.L, lua_Integer(try this(a).tokenCount)); return 1 }),
             ("packed", { a in lua_pushboolean(a.L, try this(a).packed ? 1 : 0); return 1 }),
             ("format", { a in luaPushString(a.L, try this(a).storage.format.rawValue); return 1 }),

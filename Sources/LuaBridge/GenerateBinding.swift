@@ -59,7 +59,7 @@ enum GenerateBinding {
                     lua_pushvalue(L, cb)
                     lua_pushinteger(L, lua_Integer(id))
                     if luaPcall(L, 1, 1) != 0 {
-                        let msg = luaString(L, -1) ?? "error"
+                        let msg = luaErrorText(L, -1)
                         luaPop(L, 1)
                         throw LuaError("qlora.Model.generate: on_token raised an error: \(msg)")
                     }

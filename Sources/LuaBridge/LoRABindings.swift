@@ -239,7 +239,7 @@ enum LoRABindings {
         lua_pushinteger(L, lua_Integer(m.inFeatures)); luaRawSetField(L, -2, "in_features")
         lua_pushinteger(L, lua_Integer(m.outFeatures)); luaRawSetField(L, -2, "out_features")
         if luaPcall(L, 1, 1) != 0 {
-            let msg = luaString(L, -1) ?? "error"
+            let msg = luaErrorText(L, -1)
             luaPop(L, 1)
             throw LuaError("qlora.add_lora: the targets function raised an error for \(m.name): \(msg)")
         }

@@ -22,6 +22,14 @@ func luaPushString(_ L: LuaState, _ s: String) {
 }
 
 /// The string at index i (only when it really is a string; numbers are not converted).
+/// The text of an error value (a string, a value with __tostring, a table's message field...);
+/// never raises (CLuaTrampoline's qlora_push_error_text).
+func luaErrorText(_ L: LuaState, _ i: Int32) -> String {
+    qlora_push_error_text(L, i)
+    defer { luaPop(L, 1) }
+    return luaString(L, -1) ?? "(error object cannot be shown)"
+}
+
 func luaString(_ L: LuaState, _ i: Int32) -> String? {
     guard lua_type(L, i) == LUA_TSTRING else { return nil }
     var len = 0

@@ -155,6 +155,6 @@ public final class LuaHost {
     private func finish(_ status: Int32) -> String? {
         defer { lua_settop(L, 0) }
         if status == 0 { return nil }
-        return luaString(L, -1) ?? "(error object is not a string)"
+        return luaErrorText(L, -1)
     }
 }

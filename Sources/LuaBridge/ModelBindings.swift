@@ -225,7 +225,7 @@ enum ModelBindings {
     static func idsTensor(_ a: LuaArgs, _ i: Int32) throws -> Tensor {
         var t: Tensor
         if let x = TensorUserdata.tensor(a.L, i) { t = x } else if lua_type(a.L, i) == LUA_TTABLE {
-            t = try TensorConversions.fromLua(a, i, dtype: .i64)
+            t = try TensorConversions.fromLua(a, i, dtype: .i64, integersOnly: true)
         } else { throw a.typeError(i, "token ids (an integer tensor or a table)") }
         if t.dtype.isFloat { throw a.fail("token ids must be integers, got a \(t.dtype.name) tensor") }
         if t.ndim == 1 { t = try t.reshape([1, t.count]) }

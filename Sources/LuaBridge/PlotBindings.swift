@@ -67,7 +67,7 @@ enum PlotBindings {
         let svg: String
         do { svg = try SVGLineChart.render(series, o) } catch let e as ChartError { throw a.fail(e.description) }
         let dir = (out as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        if !dir.isEmpty { do { try AtomicFile.makeDirectory(dir) } catch let e as IOError { throw a.fail(e.description) } }
         do { try writeFileAtomically(out, Array(svg.utf8)) } catch let e as IOError { throw a.fail(e.description) }
         luaPushString(L, out)
         lua_pushinteger(L, lua_Integer(series.filter { !$0.points.isEmpty }.count))

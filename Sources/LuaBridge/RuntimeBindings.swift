@@ -2,6 +2,7 @@
 
 import CLua
 import Foundation
+import IO
 import Quant
 import Tensor
 import Train
@@ -51,6 +52,7 @@ enum RuntimeBindings {
                     throw a.fail("unknown schedule \"\(kindName)\" (expected constant, linear or cosine)")
                 }
                 let step = try a.integer(2)
+                if step < 0 { throw a.fail("step must be >= 0, got \(step)") }
                 let t = try a.options(3, allowed: ["lr", "warmup", "total", "min_lr"])
                 do {
                     let s = try LRSchedule(kind: kind, peak: try a.optionNumber(t, "lr") ?? 1e-3, warmup: try a.optionInteger(t, "warmup") ?? 0,
@@ -69,15 +71,44 @@ enum RuntimeBindings {
             // Small filesystem helpers for checkpoints: mkdir -p, rm -rf, list a directory.
             ("mkdir", { a in
                 let path = try a.string(1)
-                do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
-                    throw a.fail("\(path): cannot create the directory (\(error.localizedDescription))")
-                }
+                do { try AtomicFile.makeDirectory(path) } catch let e as IOError { throw a.fail(e.description) }
                 return 0
+            }),
+            // q.write_file(path, text): the whole file, atomically, under the rules of every save
+            // (only a regular file is replaced; a symbolic link is followed).
+            ("write_file", { a in
+                let path = try a.string(1)
+                guard let bytes = luaBytes(a.L, 2) else { throw a.typeError(2, "a string") }
+                do { try AtomicFile.write(path, bytes: bytes) } catch let e as IOError { throw a.fail(e.description) }
+                return 0
+            }),
+            // q.path_kind(path) -> "file", "directory", "device", "fifo", "socket" or nil (missing);
+            // links are followed.
+            ("path_kind", { a in
+                let path = try a.string(1)
+                var st = stat()
+                if stat(path, &st) != 0 { return 0 }
+                let kinds: [mode_t: String] = [S_IFREG: "file", S_IFDIR: "directory", S_IFCHR: "device", S_IFBLK: "device",
+                                               S_IFIFO: "fifo", S_IFSOCK: "socket"]
+                luaPushString(a.L, kinds[st.st_mode & S_IFMT] ?? "other")
+                return 1
+            }),
+            // q.error_text(e): an error value as text (a table through __tostring or its fields).
+            ("error_text", { a in
+                luaPushString(a.L, luaErrorText(a.L, 1))
+                return 1
             }),
             ("rmtree", { a in
                 let path = try a.string(1)
                 if FileManager.default.fileExists(atPath: path) {
-                    do { try FileManager.default.removeItem(atPath: path) } catch { throw a.fail("\(path): cannot remove (\(error.localizedDescription))") }
+                    do { try FileManager.default.removeItem(atPath: path) } catch {
+                        // Foundation's own text ("NSCocoaErrorDomain error 512") says nothing: the
+                        // system's reason is underneath.
+                        let under = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+                        let why = under.map { String(cString: strerror(Int32($0.code))) } ?? "not permitted or in use"
+                        let which = (error as NSError).userInfo[NSFilePathErrorKey] as? String
+                        throw a.fail("\(path): cannot remove\(which.map { $0 == path ? "" : " \($0)" } ?? ""): \(why)")
+                    }
                 }
                 return 0
             }),

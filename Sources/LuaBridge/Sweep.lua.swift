@@ -397,8 +397,8 @@ local function run_assigned_point(opts, points, assignment)
     q.mkdir(point.out)
     point_running = true
     local ok, metrics = xpcall(opts.run, function(e)
-      io.stderr:write(debug.traceback(tostring(e), 2), "\n")
-      return tostring(e)
+      io.stderr:write(debug.traceback(q.error_text(e), 2), "\n")
+      return q.error_text(e)
     end, point_config(point))
     point_running = false
     if not ok then
@@ -614,6 +614,15 @@ function q.sweep(opts)
     local file = sys.file_in_the_way(opts.out)
     if file then error("qlora.sweep: out '" .. opts.out .. "' is not a directory ('" .. file .. "' is a file)", 2) end
     error("qlora.sweep: cannot create out '" .. opts.out .. "': " .. tostring(why):gsub("^qlora%.mkdir: ", ""), 2)
+  end
+  -- One sweep (or one shard of it) per out at a time: two would run the same points twice and
+  -- append duplicate lines. Shards of one sweep lock their own file, so they can run at once.
+  -- The lock goes with the process (a crashed or killed sweep leaves nothing stuck).
+  local lock_name = shard and ("/.lock." .. sys.shard_tag(shard)) or "/.lock"
+  local locked, holder = sys.lock(opts.out .. lock_name)
+  if not locked then
+    error("qlora.sweep: out '" .. opts.out .. "' is in use by another sweep" .. (shard and (" shard " .. sys.shard_tag(shard)) or "")
+      .. (holder and (" (process " .. holder .. ")") or "") .. "; wait for it to finish or use another out", 2)
   end
   run_points(opts, points, out_abs, parallel, shard)
   return results_in_point_order(opts.out, points)

@@ -9,6 +9,8 @@ import IO
 enum SweepBindings {
     /// The script `qlora run` is running and its arguments (workers re-run the same).
     nonisolated(unsafe) static var script: (path: String, args: [String])? = nil
+    /// Lock files this process holds (path -> descriptor), kept open until the process ends.
+    nonisolated(unsafe) static var locks: [String: Int32] = [:]
 
     /// Runs the sweep and report chunks with (q, sys); q is the module table's index.
     static func install(_ L: LuaState, moduleIndex q: Int32) throws {
@@ -25,7 +27,7 @@ enum SweepBindings {
             if status != 0 { throw LuaError("qlora: \(name) does not compile: \(luaString(L, -1) ?? "")") }
             lua_pushvalue(L, q)
             lua_pushvalue(L, sys)
-            if luaPcall(L, 2, 0) != 0 { throw LuaError("qlora: \(name) failed: \(luaString(L, -1) ?? "")") }
+            if luaPcall(L, 2, 0) != 0 { throw LuaError("qlora: \(name) failed: \(luaErrorText(L, -1))") }
         }
         luaPop(L, 1)
     }
@@ -90,6 +92,32 @@ enum SweepBindings {
                 if s > 0 { usleep(useconds_t(min(s, 60) * 1e6)) }
                 return 0
             }),
+            // sys.lock(path) -> true, or false and the holder's pid: an exclusive flock on path
+            // (created), held until this process ends; the kernel drops it when a process dies,
+            // so a crashed run never leaves it stuck. Not inherited by child processes.
+            ("lock", { a in
+                let path = try a.string(1)
+                if SweepBindings.locks[path] != nil { lua_pushboolean(a.L, 1); return 1 }
+                let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+                if fd < 0 { throw a.fail("\(path): cannot open the lock file (\(String(cString: strerror(errno))))") }
+                if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+                    let e = errno
+                    var buf = [UInt8](repeating: 0, count: 32)
+                    let n = pread(fd, &buf, 31, 0)
+                    close(fd)
+                    if e != EWOULDBLOCK { throw a.fail("\(path): cannot lock (\(String(cString: strerror(e))))") }
+                    lua_pushboolean(a.L, 0)
+                    let text = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
+                    if let pid = Int(text) { lua_pushinteger(a.L, lua_Integer(pid)) } else { lua_pushnil(a.L) }
+                    return 2
+                }
+                let pid = Array("\(getpid())\n".utf8)
+                _ = ftruncate(fd, 0)
+                _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+                SweepBindings.locks[path] = fd
+                lua_pushboolean(a.L, 1)
+                return 1
+            }),
             ("abspath", { a in
                 let p = try a.string(1)
                 let full = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
@@ -130,20 +158,7 @@ enum SweepBindings {
             ("write_atomic", { a in
                 let path = try a.string(1)
                 guard let bytes = luaBytes(a.L, 2) else { throw a.typeError(2, "a string") }
-                let tmp = path + ".tmp\(getpid())"
-                let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                if fd < 0 { throw a.fail("\(path): cannot write (\(String(cString: strerror(errno))))") }
-                let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                let writeErrno = errno
-                close(fd)
-                if written != bytes.count {
-                    unlink(tmp)
-                    throw a.fail("\(path): cannot write (\(String(cString: strerror(written < 0 ? writeErrno : ENOSPC))))")
-                }
-                if rename(tmp, path) != 0 {
-                    unlink(tmp)
-                    throw a.fail("\(path): cannot rename into place (\(String(cString: strerror(errno))))")
-                }
+                do { try AtomicFile.write(path, bytes: bytes) } catch let e as IOError { throw a.fail(e.description) }
                 return 0
             }),
             // sys.append_line(path, line): one write of line + "\n", starting a fresh line when
@@ -151,7 +166,13 @@ enum SweepBindings {
             ("append_line", { a in
                 let path = try a.string(1)
                 guard let bytes = luaBytes(a.L, 2) else { throw a.typeError(2, "a string") }
-                let fd = open(path, O_RDWR | O_APPEND | O_CREAT, 0o644)
+                // Appending writes into what is there: a regular file, or a character device
+                // (/dev/null, a terminal); a FIFO or socket could block, a directory cannot hold lines.
+                var st = stat()
+                if stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG, (st.st_mode & S_IFMT) != S_IFCHR {
+                    throw a.fail("\(path): cannot append: it is \((st.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file or a device")")
+                }
+                let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
                 if fd < 0 { throw a.fail("\(path): cannot open (\(String(cString: strerror(errno))))") }
                 defer { close(fd) }
                 var out: [UInt8] = []

@@ -30,6 +30,10 @@ tasks.vocab = { "<unk>", "<s>", "</s>", " ", ":", ">" }
 for c in ("abcdefghijklmnopqrstuvwxyz"):gmatch(".") do tasks.vocab[#tasks.vocab + 1] = c end
 
 tasks.defaults = { alphabet = "abcdefghij", min_len = 3, max_len = 6 }
+-- The limits tasks.examples checks before drawing: examples, a word's length, letters over all.
+tasks.max_examples = 1 << 22
+tasks.max_word_len = 4096
+tasks.max_letters = 1 << 26
 
 -- The operations, word -> answer (the alphabet is passed for those that need its order). Add
 -- your own: tasks.ops.double = function(w) return w .. w end.
@@ -82,7 +86,14 @@ end
 function tasks.text(op, word, alphabet)
   local f = tasks.ops[op]
   if f == nil then fail("text", "unknown op '" .. tostring(op) .. "'", 2) end
-  return op .. ": " .. word .. " >", " " .. f(word, alphabet or tasks.defaults.alphabet)
+  alphabet = alphabet or tasks.defaults.alphabet
+  if type(alphabet) ~= "string" or not alphabet:match("^[a-z][a-z]+$") then
+    fail("text", "the alphabet must be at least two letters a-z, got " .. tostring(alphabet), 2)
+  end
+  if type(word) ~= "string" or word == "" then fail("text", "the word must be a non-empty string, got " .. tostring(word), 2) end
+  local bad = word:match("[^" .. alphabet .. "]")
+  if bad then fail("text", "the word '" .. word .. "' has '" .. bad .. "', which is not in the alphabet '" .. alphabet .. "'", 2) end
+  return op .. ": " .. word .. " >", " " .. f(word, alphabet)
 end
 
 -- tasks.examples{ops, n, seed, alphabet, min_len, max_len, exclude} -> a list of
@@ -117,8 +128,26 @@ function tasks.examples(o)
   end
   local min_len = int_option("examples", o, "min_len", tasks.defaults.min_len, 1)
   local max_len = int_option("examples", o, "max_len", tasks.defaults.max_len, min_len)
+  -- Bounded up front, before anything is drawn: words of at most tasks.max_word_len letters and
+  -- at most tasks.max_letters letters over all examples.
+  if max_len > tasks.max_word_len then
+    fail("examples", "option 'max_len' must be at most " .. tasks.max_word_len .. " (tasks.max_word_len), got " .. max_len, 2)
+  end
+  if n > tasks.max_examples then
+    fail("examples", "option 'n' must be at most " .. tasks.max_examples .. " (tasks.max_examples), got " .. n, 2)
+  end
+  if n > tasks.max_letters // max_len then
+    fail("examples", n .. " examples of up to " .. max_len .. " letters are more than tasks.max_letters (" ..
+      tasks.max_letters .. ") letters", 2)
+  end
   local excluded = {}
-  for _, e in ipairs(o.exclude or {}) do excluded[e.op .. ":" .. e.word] = true end
+  if o.exclude ~= nil and type(o.exclude) ~= "table" then fail("examples", "option 'exclude' must be a list of examples", 2) end
+  for i, e in ipairs(o.exclude or {}) do
+    if type(e) ~= "table" or type(e.op) ~= "string" or type(e.word) ~= "string" then
+      fail("examples", "exclude[" .. i .. "] must be an example {op =, word =, ...}, got " .. tostring(e), 2)
+    end
+    excluded[e.op .. ":" .. e.word] = true
+  end
   local draw = stream(seed)
   local out, attempts = {}, 0
   while #out < n do
@@ -157,12 +186,8 @@ function tasks.save_tokenizer(dir)
   local ok, err = pcall(q.mkdir, dir)
   if not ok then fail("save_tokenizer", tostring(err):gsub(" %(qlora%.tasks:%d+%)$", "")) end
   local function write(name, text)
-    local path = dir .. "/" .. name
-    local f, err = io.open(path .. ".tmp", "wb")
-    if not f then fail("save_tokenizer", "cannot write " .. path .. ": " .. tostring(err)) end
-    f:write(text); f:close()
-    local ok, rerr = os.rename(path .. ".tmp", path)
-    if not ok then fail("save_tokenizer", "cannot write " .. path .. ": " .. tostring(rerr)) end
+    local ok, err = pcall(q.write_file, dir .. "/" .. name, text)
+    if not ok then fail("save_tokenizer", tostring(err):gsub("^qlora%.write_file: ", ""):gsub(" %(qlora%.tasks:%d+%)$", "")) end
   end
   write("tokenizer.json", json)
   write("tokenizer_config.json", '{"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "</s>"}\n')

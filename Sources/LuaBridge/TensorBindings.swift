@@ -327,7 +327,7 @@ enum TensorBindings {
     /// An integer index tensor, or a Lua table of integers.
     private static func indexTensor(_ a: LuaArgs, _ i: Int32) throws -> Tensor {
         if let t = TensorUserdata.tensor(a.L, i) { return t }
-        if lua_type(a.L, i) == LUA_TTABLE { return try TensorConversions.fromLua(a, i, dtype: .i64) }
+        if lua_type(a.L, i) == LUA_TTABLE { return try TensorConversions.fromLua(a, i, dtype: .i64, integersOnly: true) }
         throw a.typeError(i, "an integer tensor or a table of indices")
     }
 
@@ -388,12 +388,13 @@ enum TensorBindings {
         let eps = try a.optionNumber(opts, "eps") ?? 1e-3
         let atol = try a.optionNumber(opts, "atol") ?? 1e-3
         let rtol = try a.optionNumber(opts, "rtol") ?? 1e-2
-        if !(eps > 0) { throw a.fail("eps must be > 0") }
+        if !(eps > 0 && eps.isFinite) { throw a.fail("eps must be a finite number > 0, got \(eps)") }
+        if !(atol >= 0 && atol.isFinite && rtol >= 0 && rtol.isFinite) { throw a.fail("atol and rtol must be finite numbers >= 0") }
         let result = try Tensor.gradcheck(inputs, eps: eps, atol: atol, rtol: rtol) { ts in
             lua_pushvalue(L, fnIndex)
             for t in ts { TensorUserdata.push(L, t) }
             if luaPcall(L, Int32(ts.count), 1) != 0 {
-                let msg = luaString(L, -1) ?? "error"
+                let msg = luaErrorText(L, -1)
                 luaPop(L, 1)
                 throw LuaError("qlora.gradcheck: the function raised an error: \(msg)")
             }

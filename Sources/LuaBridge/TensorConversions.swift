@@ -6,7 +6,9 @@ import Tensor
 
 enum TensorConversions {
     /// A tensor from a number or a rectangular nested table of numbers at index i.
-    static func fromLua(_ a: LuaArgs, _ i: Int32, dtype: DType) throws -> Tensor {
+    /// With `integersOnly` every entry must be an integer (indices: 2.5 or NaN is an error, not
+    /// a saturated conversion).
+    static func fromLua(_ a: LuaArgs, _ i: Int32, dtype: DType, integersOnly: Bool = false) throws -> Tensor {
         let L = a.L
         if lua_type(L, i) == LUA_TNUMBER {
             return try Tensor.scalar(lua_tonumberx(L, i, nil), dtype: dtype)
@@ -28,11 +30,11 @@ enum TensorConversions {
         let t = try Tensor(shape: shape, dtype: dtype, zeroed: false)
         var flat = 0
         var path: [Int] = []
-        try fill(a, luaAbs(L, i), shape, 0, t, &flat, &path)
+        try fill(a, luaAbs(L, i), shape, 0, t, &flat, &path, integersOnly)
         return t
     }
 
-    private static func fill(_ a: LuaArgs, _ table: Int32, _ shape: [Int], _ level: Int, _ t: Tensor, _ flat: inout Int, _ path: inout [Int]) throws {
+    private static func fill(_ a: LuaArgs, _ table: Int32, _ shape: [Int], _ level: Int, _ t: Tensor, _ flat: inout Int, _ path: inout [Int], _ integersOnly: Bool) throws {
         let L = a.L
         let n = luaRawLen(L, table)
         if n != shape[level] {
@@ -48,8 +50,15 @@ enum TensorConversions {
                     luaPop(L, 1)
                     throw a.fail("expected a number at entry \(path.map(String.init).joined(separator: ".")), got \(got)")
                 }
-                if lua_isinteger(L, top) != 0 && !t.dtype.isFloat {
-                    t.storeInteger(lua_tointegerx(L, top, nil), at: flat)
+                var isInt: Int32 = 0
+                let iv = lua_tointegerx(L, top, &isInt)
+                if integersOnly && isInt == 0 {
+                    let v = lua_tonumberx(L, top, nil)
+                    luaPop(L, 1)
+                    throw a.fail("expected an integer at entry \(path.map(String.init).joined(separator: ".")), got \(v)")
+                }
+                if isInt != 0 && !t.dtype.isFloat {
+                    t.storeInteger(iv, at: flat)
                 } else {
                     t.storeValue(lua_tonumberx(L, top, nil), at: flat)
                 }
@@ -60,7 +69,7 @@ enum TensorConversions {
                     luaPop(L, 1)
                     throw a.fail("expected a table at entry \(path.map(String.init).joined(separator: ".")), got \(got)")
                 }
-                do { try fill(a, top, shape, level + 1, t, &flat, &path) } catch { luaPop(L, 1); throw error }
+                do { try fill(a, top, shape, level + 1, t, &flat, &path, integersOnly) } catch { luaPop(L, 1); throw error }
             }
             luaPop(L, 1)
             path.removeLast()

@@ -32,11 +32,11 @@ function q.trainer(opts)
   if opts.train == nil then fail("missing option 'train' (a dataset)", 2) end
   for _, k in ipairs({ "steps", "epochs", "batch_size", "grad_accum", "eval_every", "eval_batches", "print_every" }) do
     local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or v < 1 or v ~= math.floor(v)) then
+    if v ~= nil and (type(v) ~= "number" or math.tointeger(v) == nil or v < 1) then
       fail("option '" .. k .. "' must be an integer >= 1, got " .. tostring(v), 2)
     end
   end
-  if opts.max_grad_norm ~= nil and (type(opts.max_grad_norm) ~= "number" or opts.max_grad_norm <= 0) then
+  if opts.max_grad_norm ~= nil and (type(opts.max_grad_norm) ~= "number" or not (opts.max_grad_norm > 0)) then
     fail("option 'max_grad_norm' must be a number > 0", 2)
   end
   if opts.loss ~= nil and type(opts.loss) ~= "function" then fail("option 'loss' must be a function (model, batch) -> loss", 2) end
@@ -88,10 +88,12 @@ local function evaluate(model, ds, opts)
     while true do
       local b = it:next()
       if b == nil or (opts.eval_batches and n >= opts.eval_batches) then break end
-      local loss = opts.loss and opts.loss(model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
-        { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
-      total = total + loss:item() * b.tokens
-      count = count + b.tokens
+      if b.tokens > 0 then -- a batch with no trained token weighs nothing (and its loss is 0/0)
+        local loss = opts.loss and q._call_no_yield("qlora.trainer: the loss callback", opts.loss, model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
+          { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
+        total = total + loss:item() * b.tokens
+        count = count + b.tokens
+      end
       n = n + 1
     end
   end)
@@ -237,11 +239,33 @@ function Trainer:run()
     print(string.format("qlora.trainer: the run is already complete (step %d of %d in %s); no steps to run",
       step, total, self.resumed_from))
   end
-  local log
+  -- The metrics log (rank 0 alone writes it): a regular file (or a character device such as
+  -- /dev/null); every line is flushed and a failed write stops the run naming the option, so no
+  -- metric is lost silently.
+  local log, log_path
   if o.log and lead then
-    local d = o.log:match("(.*)/[^/]*$")
-    if d then q.mkdir(d) end
-    log = assert(io.open(o.log, step > 0 and "a" or "w"))
+    log_path = o.log
+    if type(log_path) ~= "string" or log_path == "" then fail("option 'log' must be a file path, got " .. tostring(log_path)) end
+    local d = log_path:match("(.*)/[^/]*$")
+    if d and d ~= "" then
+      local ok, e = pcall(q.mkdir, d)
+      if not ok then fail("option 'log' (" .. log_path .. "): " .. tostring(e):gsub("^qlora%.mkdir: ", "")) end
+    end
+    local kind = q.path_kind(log_path)
+    if kind ~= nil and kind ~= "file" and kind ~= "device" then
+      fail("option 'log' (" .. log_path .. ") is a " .. kind .. "; the log is written to a regular file or a device")
+    end
+    local f, err = io.open(log_path, step > 0 and "a" or "w")
+    if not f then fail("option 'log': cannot open " .. tostring(err)) end
+    log = f
+  end
+  local function log_line(text)
+    local ok, err = log:write(text, "\n")
+    if ok then ok, err = log:flush() end
+    if not ok then
+      pcall(log.close, log)
+      fail("option 'log': cannot write " .. log_path .. ": " .. tostring(err))
+    end
   end
   local started = q.clock()
   local tokens_total, loss_sum, loss_n = 0, 0, 0
@@ -262,14 +286,18 @@ function Trainer:run()
       -- Each micro-batch's random draws (dropout) come from its own place in the stream, fixed by
       -- the step and its index: the same on whichever rank computes it, and after a resume.
       if dist then q.set_random_state(dist.stream, (step * accum + i - 1) << 40) end
-      local loss = o.loss and o.loss(model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
-        { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
-      local l = loss:item()
-      if not is_finite(l) then
-        fail(string.format("step %d: the loss is %s; stopping (the last checkpoint is intact)", step + 1, describe(l)))
+      -- A batch with no trained token (every label -100: packed pieces of a long masked
+      -- prompt) has no loss to learn from; the built-in loss skips it instead of giving 0/0.
+      if o.loss or b.tokens > 0 then
+        local loss = o.loss and q._call_no_yield("qlora.trainer: the loss callback", o.loss, model, b) or model:loss(b.input_ids, b.labels, b.segment_ids and
+          { segment_ids = b.segment_ids, position_ids = b.position_ids } or nil)
+        local l = loss:item()
+        if not is_finite(l) then
+          fail(string.format("step %d: the loss is %s; stopping (the last checkpoint is intact)", step + 1, describe(l)))
+        end
+        loss:backward(q.tensor(1 / accum))
+        step_loss = step_loss + l / accum
       end
-      loss:backward(q.tensor(1 / accum))
-      step_loss = step_loss + l / accum
       ::other_rank::
     end
     if dist then
@@ -292,13 +320,12 @@ function Trainer:run()
     local state = { step = step, loss = step_loss, lr = lr, grad_norm = norm, tokens = step_tokens,
       tokens_per_sec = step_tokens / math.max(now - step_start, 1e-9), elapsed_s = now - started, rss_mb = rss }
     if log then
-      log:write(json_line(state, { "step", "loss", "lr", "grad_norm", "tokens", "tokens_per_sec", "elapsed_s", "rss_mb" }), "\n")
-      log:flush()
+      log_line(json_line(state, { "step", "loss", "lr", "grad_norm", "tokens", "tokens_per_sec", "elapsed_s", "rss_mb" }))
     end
     if o.eval and o.eval_every and step % o.eval_every == 0 then
       eval_loss = evaluate(model, o.eval, o)
       state.eval_loss = eval_loss
-      if log then log:write(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" }), "\n"); log:flush() end
+      if log then log_line(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" })) end
     end
     if o.checkpoint and o.checkpoint.every and step % o.checkpoint.every == 0 and lead then
       self:_save(step, params, opt, batches, step_loss)
@@ -310,7 +337,7 @@ function Trainer:run()
         step, total, step_loss, lr, norm, rate, eta)
       if tty then io.write("\r", line, "   ") if step == total then io.write("\n") end io.flush() else print(line) end
     end
-    if o.on_step and o.on_step(state) == "stop" then stopped = true end
+    if o.on_step and q._call_no_yield("qlora.trainer: the on_step callback", o.on_step, state) == "stop" then stopped = true end
     -- every rank stops at the same step when any rank's on_step says so
     if dist and o.on_step then stopped = q.mpi.allreduce({ stopped and 1 or 0 })[1] > 0 end
   end
@@ -318,12 +345,15 @@ function Trainer:run()
   model:gradient_checkpointing(was_checkpointing)
   if o.eval then
     eval_loss = evaluate(model, o.eval, o)
-    if log then log:write(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" }), "\n") end
+    if log then log_line(json_line({ step = step, eval_loss = eval_loss }, { "step", "eval_loss" })) end
   end
   if lead and o.checkpoint and o.checkpoint.dir and step > first_step and not (o.checkpoint.every and step % o.checkpoint.every == 0) then
     self:_save(step, params, opt, batches, last_loss)
   end
-  if log then log:close() end
+  if log then
+    local ok, err = log:close()
+    if not ok then fail("option 'log': cannot write " .. log_path .. ": " .. tostring(err)) end
+  end
   local elapsed = q.clock() - started
   local _, peak_rss = q.memory_mb()
   return {

@@ -108,6 +108,10 @@ public enum LoRAPlacement {
                            checkpoint: ((LinearModule) throws -> Tensor?)? = nil) throws -> [LinearModule] {
         if cfg.r < 1 { throw ModelError("r must be >= 1, got \(cfg.r)") }
         if !(cfg.dropout >= 0 && cfg.dropout < 1) { throw ModelError("dropout must be in [0, 1), got \(cfg.dropout)") }
+        if !cfg.alpha.isFinite { throw ModelError("alpha must be a finite number, got \(cfg.alpha)") }
+        if let bad = cfg.alphaPattern.first(where: { !$0.value.isFinite }) {
+            throw ModelError("alpha_pattern[\"\(bad.key)\"] must be a finite number, got \(bad.value)")
+        }
         if !LoRAConfig.initMethods.contains(cfg.initMethod) {
             throw ModelError("init \"\(cfg.initMethod)\" is not supported yet (supported: \(LoRAConfig.initMethods.joined(separator: ", ")))")
         }

@@ -83,7 +83,7 @@ public struct ModelConfig: Equatable {
                   "num_key_value_heads (\(numKVHeads)) must divide num_attention_heads (\(numHeads))")
         try check(headDim > 0 && headDim % 2 == 0, "head_dim must be a positive even number, got \(headDim)")
         try check(rmsNormEps > 0 && rmsNormEps < 1, "rms_norm_eps must be in (0, 1), got \(rmsNormEps)")
-        try check(ropeTheta > 0, "rope_theta must be > 0, got \(ropeTheta)")
+        try check(ropeTheta > 0 && ropeTheta.isFinite, "rope_theta must be a finite number > 0, got \(ropeTheta)")
         try check(maxPositions > 0, "max_position_embeddings must be > 0, got \(maxPositions)")
         // Each size alone first: their products below must not overflow.
         let limit = 1 << 24

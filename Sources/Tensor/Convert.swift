@@ -25,7 +25,7 @@ extension Tensor {
         if dtype.isFloat {
             let src = try asF32()
             let p = src.f32
-            for i in 0..<n { out.store(int: Tensor.saturatingInt(Double(p[i])), at: i) }
+            for i in 0..<n { out.store(double: Double(p[i]), at: i) }
             return out
         }
         if target.isFloat {
@@ -73,6 +73,9 @@ extension Tensor {
             var f = Float(v); var h: UInt16 = 0
             ql_f32_to_f16(&f, &h, 1)
             p.storeBytes(of: h, toByteOffset: i * 2, as: UInt16.self)
+        // A number converts to an integer dtype saturating at that dtype's range, as a tensor does.
+        case .i32: store(int: max(Int64(Int32.min), min(Int64(Int32.max), Tensor.saturatingInt(v))), at: i)
+        case .u8: store(int: max(0, min(255, Tensor.saturatingInt(v))), at: i)
         default: store(int: Tensor.saturatingInt(v), at: i)
         }
     }

@@ -40,7 +40,13 @@ extension Tensor {
         if step == 0 || !step.isFinite || !start.isFinite || !stop.isFinite {
             throw TensorError("qlora.arange: start, stop and step must be finite and step nonzero")
         }
-        let n = max(0, Int(((stop - start) / step).rounded(.up)))
+        // The count in Double first: a tiny step or a huge range gives a count no Int holds.
+        let count = ((stop - start) / step).rounded(.up)
+        // (a count an Int holds goes on to the usual size checks and their messages)
+        if !(count < 0x1p62) {
+            throw TensorError("qlora.arange: start \(start), stop \(stop) and step \(step) give too many elements (\(count))")
+        }
+        let n = count > 0 ? Int(count) : 0
         let isInt = start == start.rounded() && step == step.rounded() && stop == stop.rounded()
         let t = try Tensor(shape: [n], dtype: dtype ?? (isInt ? .i64 : .f32), zeroed: false)
         for i in 0..<n { t.store(double: start + Double(i) * step, at: i) }
@@ -49,6 +55,9 @@ extension Tensor {
 
     /// Uniform values in [lo, hi).
     public static func rand(_ shape: [Int], seed: UInt64? = nil, lo: Double = 0, hi: Double = 1, dtype: DType = .f32) throws -> Tensor {
+        if !(lo.isFinite && hi.isFinite && lo <= hi) {
+            throw TensorError("qlora.rand: min and max must be finite with min <= max, got min \(lo), max \(hi)")
+        }
         let t = try Tensor(shape: shape, dtype: .f32, zeroed: false)
         let (s, off) = RandomState.take(t.count, seed: seed)
         ql_rand_uniform_f32(s, off, t.f32, Int64(t.count))
@@ -58,6 +67,9 @@ extension Tensor {
 
     /// Normal values with the given mean and standard deviation.
     public static func randn(_ shape: [Int], seed: UInt64? = nil, mean: Double = 0, std: Double = 1, dtype: DType = .f32) throws -> Tensor {
+        if !(mean.isFinite && std.isFinite && std >= 0) {
+            throw TensorError("qlora.randn: mean must be finite and std a finite number >= 0, got mean \(mean), std \(std)")
+        }
         let t = try Tensor(shape: shape, dtype: .f32, zeroed: false)
         let (s, off) = RandomState.take(t.count, seed: seed)
         ql_rand_normal_f32(s, off, t.f32, Int64(t.count))

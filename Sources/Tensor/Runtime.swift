@@ -5,22 +5,43 @@
 
 import CKernels
 import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum Runtime {
     nonisolated(unsafe) private static var started = false
 
-    /// Reads QLORA_ISA and QLORA_THREADS. Throws on a value that cannot be honoured.
-    public static func start() throws {
-        if started { return }
+    /// The most threads the pool runs (threads.c's MAX_THREADS).
+    public static let maxThreads = 256
+
+    /// Reads QLORA_ISA and QLORA_THREADS. Throws on a value that cannot be honoured (an unknown
+    /// ISA, a thread count that is not an integer >= 1); returns warnings to show (a thread count
+    /// above the most the pool runs, which is clamped).
+    @discardableResult
+    public static func start() throws -> [String] {
+        if started { return [] }
         started = true
         var buf = [CChar](repeating: 0, count: 256)
         if ql_isa_init_from_env(&buf, buf.count) != 0 {
             throw TensorError(String(cString: buf))
         }
+        var warnings: [String] = []
+        if let raw = getenv("QLORA_THREADS"), raw.pointee != 0 {
+            let text = String(cString: raw)
+            guard let n = Int(text), n >= 1 else {
+                throw TensorError("QLORA_THREADS must be an integer >= 1 (or unset for the core count), got '\(text)'")
+            }
+            if n > maxThreads {
+                warnings.append("QLORA_THREADS=\(n) is more than the \(maxThreads) threads the pool runs; using \(maxThreads)")
+            }
+            ql_set_threads(Int32(min(n, maxThreads)))
+        }
         ql_blas_single_thread()
         // Tensor buffers above 1 MB come straight from mmap and go back to the system when freed,
         // so resident memory follows live tensors instead of glibc's grown heap.
         ql_memory_tune()
+        return warnings
     }
 
     public static var isaName: String { String(cString: ql_isa_name(ql_isa_current())) }

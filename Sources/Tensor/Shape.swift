@@ -4,6 +4,8 @@
 public enum Shape {
     /// The most dims a tensor may have (the C kernels' limit).
     public static let maxDims = 8
+    /// The most elements a tensor may have (2^48).
+    public static let maxElements = 1 << 48
 
     /// Product of dims, or an error on a negative dim or overflow.
     public static func numel(_ shape: [Int], _ fn: String = "qlora") throws -> Int {
@@ -14,7 +16,7 @@ public enum Shape {
         for d in shape {
             if d < 0 { throw TensorError("\(fn): negative dimension \(d) in shape \(describe(shape))") }
             let (m, o) = n.multipliedReportingOverflow(by: d)
-            if o || m > (1 << 48) {
+            if o || m > maxElements {
                 throw TensorError("\(fn): shape \(describe(shape)) has too many elements")
             }
             n = m

@@ -43,6 +43,9 @@ public final class DatasetStorage {
     public let padId: Int32
     public let format: DatasetFormat
     public let badRows: Int
+    /// Examples left out because, cut to max_len, no token of theirs is trained (every label
+    /// -100: with mask_prompt, a prompt that fills max_len); they would only give a loss of 0/0.
+    public internal(set) var untrainedRows = 0
     public let sourceName: String
 
     init(packed: Bool, padId: Int32, format: DatasetFormat, badRows: Int, sourceName: String) {
@@ -72,6 +75,7 @@ public final class Dataset {
     public var count: Int { rows.count }
     public var packed: Bool { storage.packed }
     public var badRows: Int { storage.badRows }
+    public var untrainedRows: Int { storage.untrainedRows }
 
     /// Example i (0-based).
     public func example(_ i: Int) -> DatasetExample {
@@ -141,16 +145,23 @@ public final class Dataset {
         let padId = opts.padId ?? opts.tokenizer?.padId ?? 0
 
         var ids: [Int32] = [], labels: [Int32] = [], offsets: [Int] = [0]
-        var bad = 0
+        var bad = 0, untrained = 0
+        // Without packing an example keeps at most max_len tokens: only a prefix of its text is
+        // tokenized (a huge line costs what max_len needs, not what the line holds).
+        let budget = opts.pack ? nil : opts.maxLen
         for r in rows {
             do {
                 let value = try r.value.get()
                 let raw = try DatasetRows.extract(value, format: format, fields: opts.fields, template: opts.template,
                                                   renderer: opts.chatRenderer)
                 var (exIds, exLabels) = try tokenize(raw, tokenizer: opts.tokenizer, maskPrompt: opts.maskPrompt,
-                                                     eos: addEOS ? eos : nil, vocab: vocab)
-                if !opts.pack, let m = opts.maxLen, exIds.count > m { exIds.removeLast(exIds.count - m); exLabels.removeLast(exLabels.count - m) }
+                                                     eos: addEOS ? eos : nil, vocab: vocab, budget: budget)
+                var cut = false
+                if !opts.pack, let m = opts.maxLen, exIds.count > m { exIds.removeLast(exIds.count - m); exLabels.removeLast(exLabels.count - m); cut = true }
                 if exIds.isEmpty { throw DatasetLineError("the example has no tokens") }
+                // Cut to max_len with nothing trained left (a masked prompt that fills max_len):
+                // left out and counted, as it would only give a loss of 0/0.
+                if cut && !exLabels.contains(where: { $0 != -100 }) { untrained += 1; continue }
                 ids.append(contentsOf: exIds)
                 labels.append(contentsOf: exLabels)
                 offsets.append(ids.count)
@@ -161,9 +172,15 @@ public final class Dataset {
                 throw TrainError("\(r.label): \(error)")
             }
         }
-        if offsets.count == 1 { throw TrainError("\(sourceName): the dataset is empty (\(bad) bad rows skipped)") }
+        if offsets.count == 1 {
+            if untrained > 0 {
+                throw TrainError("\(sourceName): no example has a trained token (\(untrained) left out: every label is masked within max_len = \(opts.maxLen ?? 0); is the prompt longer than that?)")
+            }
+            throw TrainError("\(sourceName): the dataset is empty (\(bad) bad rows skipped)")
+        }
         guard let p32 = Int32(exactly: padId) else { throw TrainError("pad id \(padId) is out of range") }
         let s = DatasetStorage(packed: opts.pack, padId: p32, format: format, badRows: bad, sourceName: sourceName)
+        s.untrainedRows = untrained
         if opts.pack, let m = opts.maxLen {
             pack(s, ids: ids, labels: labels, offsets: offsets, maxLen: m)
         } else {
@@ -176,7 +193,7 @@ public final class Dataset {
     /// special tokens (bos), later ones without (a chat template's segments: none adds any);
     /// segments are tokenized separately and joined.
     static func tokenize(_ raw: RawExample, tokenizer: Tokenizer?, maskPrompt: Bool, eos: Int?,
-                         vocab: Int?) throws -> ([Int32], [Int32]) {
+                         vocab: Int?, budget: Int? = nil) throws -> ([Int32], [Int32]) {
         var ids: [Int32] = [], labels: [Int32] = []
         func id32(_ v: Int, _ what: String) throws -> Int32 {
             if v < 0 || (vocab.map { v >= $0 } ?? false) || v > Int(Int32.max) {
@@ -199,8 +216,11 @@ public final class Dataset {
             var special = true
             if case .rendered = raw { special = false }
             for (k, s) in segs.enumerated() {
+                if let budget, ids.count >= budget { break }  // the rest would be cut off anyway
                 let enc: [Int]
-                do { enc = try tok.encode(s.text, addSpecialTokens: special && k == 0) } catch let e as DatasetLineError { throw e } catch {
+                do {
+                    enc = try encodePrefix(tok, s.text, special: special && k == 0, budget: budget.map { $0 - ids.count })
+                } catch let e as DatasetLineError { throw e } catch {
                     throw DatasetLineError("cannot tokenize: \(error)")
                 }
                 let train = s.trainable || !maskPrompt
@@ -216,6 +236,29 @@ public final class Dataset {
             if !labels.isEmpty { labels[0] = -100 }
             return (ids, labels)
         }
+    }
+
+    /// The tokens of text, or when `budget` is given at least its first `budget` tokens: a
+    /// prefix of the text is tokenized, cut after a space or newline, growing fourfold until it
+    /// gives `budget` tokens plus a margin (so the cut word lies past the kept tokens) or is
+    /// the whole text.
+    static func encodePrefix(_ tok: Tokenizer, _ text: String, special: Bool, budget: Int?) throws -> [Int] {
+        guard let budget, text.utf8.count > 4096 else { return try tok.encode(text, addSpecialTokens: special) }
+        let bytes = Array(text.utf8)
+        let margin = 64
+        var limit = max(4096, (budget + margin) * 8)
+        while limit < bytes.count {
+            var cut = limit
+            // Back to a space or newline within the last 256 bytes if there is one, else to the
+            // start of a UTF-8 character.
+            var k = cut
+            while k > limit - 256 && k > 0 && bytes[k - 1] != 0x20 && bytes[k - 1] != 0x0A { k -= 1 }
+            if k > limit - 256 && k > 0 { cut = k } else { while cut > 0 && bytes[cut] & 0xC0 == 0x80 { cut -= 1 } }
+            let enc = try tok.encode(String(decoding: bytes[0..<cut], as: UTF8.self), addSpecialTokens: special)
+            if enc.count >= budget + margin { return enc }
+            limit = limit > Int.max / 4 ? bytes.count : limit * 4
+        }
+        return try tok.encode(text, addSpecialTokens: special)
     }
 
     /// Concatenates the examples (not truncated when packing) in order and cuts the stream into

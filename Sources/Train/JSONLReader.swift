@@ -1,4 +1,5 @@
-// JSON Lines input: splits a file's bytes into lines (LF or CRLF; blank lines ignored), checks
+// JSON Lines input: splits a file's bytes into lines (LF or CRLF; blank lines ignored; a leading
+// UTF-8 byte order mark skipped), checks
 // each is valid UTF-8 and parses it with our JSON parser. Problems are reported per line
 // ("line is not valid UTF-8", "invalid JSON at byte N: reason") so the dataset can name them.
 
@@ -29,7 +30,8 @@ public enum JSONLReader {
     /// Parses JSON Lines text held in `bytes`.
     public static func parse(_ bytes: [UInt8]) -> [JSONLLine] {
         var out: [JSONLLine] = []
-        var start = 0
+        // A UTF-8 byte order mark (some editors write one) is not part of the first line.
+        var start = bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF ? 3 : 0
         var number = 0
         let n = bytes.count
         while start < n {

@@ -92,6 +92,10 @@ struct CommandLineArgs {
             }
             let name = Self.name(of: arg)
             let inline: String? = arg.firstIndex(of: "=").map { String(arg[arg.index(after: $0)...]) }
+            // An option given twice is an error: which one was meant cannot be guessed.
+            if spec.options[name] != nil && (values[name] != nil || flags.contains(name)) {
+                throw UsageError("option --\(name) is given more than once")
+            }
             switch spec.options[name] {
             case nil:
                 throw UsageError("unknown option '--\(name)' (expected one of: \(known.joined(separator: ", ")))")

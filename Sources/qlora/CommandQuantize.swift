@@ -84,11 +84,9 @@ enum QuantizeCommand {
         var copied: [String] = []
         for name in ModelFiles.companionFiles where FileManager.default.fileExists(atPath: dir + "/" + name) {
             let dest = out + "/" + name
-            do {
-                if FileManager.default.fileExists(atPath: dest) { try FileManager.default.removeItem(atPath: dest) }
-                try FileManager.default.copyItem(atPath: dir + "/" + name, toPath: dest)
-            } catch {
-                throw CommandFailure("\(dest): cannot copy \(name) (\(error.localizedDescription))")
+            // Written like every save: only a regular file (or nothing) at dest is replaced.
+            do { try AtomicFile.write(dest, bytes: try readFileBytes(path: dir + "/" + name)) } catch let e as IOError {
+                throw CommandFailure("cannot copy \(name): \(e.description)")
             }
             copied.append(name)
         }

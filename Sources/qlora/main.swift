@@ -58,7 +58,7 @@ var argv = Array(CommandLine.arguments.dropFirst())
 guard let command = argv.first else { print(usage); exit(ExitStatus.success) }
 argv.removeFirst()
 
-do { try Runtime.start() } catch {
+do { for w in try Runtime.start() { printError("qlora: warning: \(w)") } } catch {
     printError("qlora: \(error)")
     exit(ExitStatus.usage)
 }

@@ -165,18 +165,19 @@ final class SafetensorsWriteTests: XCTestCase {
 
         // Missing directory.
         let noDir = dir.file("missing/x.safetensors")
-        assertIOError(path: noDir, ["cannot create a temporary file", "No such file or directory"]) {
+        assertIOError(path: noDir, ["the directory", "does not exist", "No such file or directory"]) {
             try writeSafetensors(path: noDir, tensors: [])
         }
-        // Target is a directory: the rename fails, the temporary file is removed.
+        // Target is a directory: refused before anything is written (only regular files are
+        // replaced), nothing left behind.
         let sub = dir.file("sub")
         try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: false)
-        assertIOError(path: sub, ["cannot rename the temporary file into place"]) {
+        assertIOError(path: sub, ["exists and is a directory; saving replaces only regular files"]) {
             try writeSafetensors(path: sub, tensors: [SafetensorsTensorData(name: "a", dtype: .u8, shape: [1], data: [1])])
         }
         XCTAssertEqual(dir.contents(), ["m.safetensors", "sub"])
-        // A path that is not a file name.
-        assertIOError(path: dir.path + "/", ["not a file path"]) { try writeSafetensors(path: dir.path + "/", tensors: []) }
+        // A path that names a directory.
+        assertIOError(path: dir.path + "/", ["exists and is a directory"]) { try writeSafetensors(path: dir.path + "/", tensors: []) }
         #if os(Linux)
             // Nobody, not even root, can create files in /proc.
             assertIOError(path: "/proc/qlora-iotests.safetensors", ["cannot create a temporary file in /proc/"]) {

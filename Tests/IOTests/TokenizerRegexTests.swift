@@ -31,9 +31,9 @@ final class TokenizerRegexTests: XCTestCase {
                 var s = ""
                 for _ in 0..<rng.below(12) { s += alphabet[rng.below(alphabet.count)] }
                 let b = Array(s.utf8)
-                if fast.matches(b) != icu.matches(b) {
+                if try fast.matches(b) != icu.matches(b) {
                     differing += 1
-                    if differing < 4 { XCTFail("\(pattern.prefix(12)) \(s.debugDescription): \(texts(fast.matches(b), s)) vs ICU \(texts(icu.matches(b), s))") }
+                    if differing < 4 { XCTFail("\(pattern.prefix(12)) \(s.debugDescription): \(texts(try fast.matches(b), s)) vs ICU \(texts(try icu.matches(b), s))") }
                 }
             }
         }
@@ -41,25 +41,40 @@ final class TokenizerRegexTests: XCTestCase {
 
     func testScannerExamples() throws {
         let gpt2 = TokenRegex.gpt2
-        XCTAssertEqual(texts(gpt2.matches(Array("Hello  world's 123\n\nok!?".utf8)), "Hello  world's 123\n\nok!?"),
+        XCTAssertEqual(texts(try gpt2.matches(Array("Hello  world's 123\n\nok!?".utf8)), "Hello  world's 123\n\nok!?"),
                        ["Hello", " ", " world", "'s", " 123", "\n", "\n", "ok", "!?"])
         let l3 = try TokenRegex(pattern: TokenRegex.llama3Pattern)
         let s = "I'M here\t12345 !!\n\n  x.y 'ſ"
-        XCTAssertEqual(texts(l3.matches(Array(s.utf8)), s),
+        XCTAssertEqual(texts(try l3.matches(Array(s.utf8)), s),
                        ["I", "'M", " here", "\t", "123", "45", " !!\n\n", " ", " x", ".y", " '", "ſ"])
         let qw = try TokenRegex(pattern: TokenRegex.qwen2Pattern)
-        XCTAssertEqual(texts(qw.matches(Array("a 123".utf8)), "a 123"), ["a", " ", "1", "2", "3"])
+        XCTAssertEqual(texts(try qw.matches(Array("a 123".utf8)), "a 123"), ["a", " ", "1", "2", "3"])
     }
 
-    func testSplitBehaviours() {
+    func testSplitBehaviours() throws {
         // "a-b--c" split on "-"
         let s = Array("a-b--c".utf8)
-        let segs = tokSegments(TokPattern.literal([0x2D]).matches(s), count: s.count)
+        let segs = tokSegments(try TokPattern.literal([0x2D]).matches(s), count: s.count)
         func run(_ b: TokSplitBehavior) -> [String] { b.apply(segs).map { String(decoding: s[$0], as: UTF8.self) } }
         XCTAssertEqual(run(.removed), ["a", "b", "c"])
         XCTAssertEqual(run(.isolated), ["a", "-", "b", "-", "-", "c"])
         XCTAssertEqual(run(.mergedWithPrevious), ["a-", "b-", "-", "c"])
         XCTAssertEqual(run(.mergedWithNext), ["a", "-b", "-", "-c"])
         XCTAssertEqual(run(.contiguous), ["a", "-", "b", "--", "c"])
+    }
+
+    /// A catastrophically backtracking pattern stops at the step limit with an error naming the
+    /// pattern, quickly; a linear one runs over a long input without reaching it.
+    func testStepLimit() throws {
+        let evil = try TokenRegex(pattern: "(((((a*)*)*)*)*)*b")
+        XCTAssertEqual(try evil.matches(Array("aab".utf8)), [0..<3])
+        let t0 = Date()
+        XCTAssertThrowsError(try evil.matches(Array(String(repeating: "a", count: 40).utf8))) { e in
+            XCTAssertTrue("\(e)".contains("catastrophic backtracking"), "\(e)")
+            XCTAssertTrue("\(e)".contains("(((((a*)*)*)*)*)*b"), "\(e)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 10)
+        let fine = try TokenRegex(pattern: "[a-j]+|\\s+")
+        XCTAssertEqual(try fine.matches(Array(String(repeating: "abc ", count: 200_000).utf8)).count, 400_000)
     }
 }

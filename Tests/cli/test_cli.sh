@@ -165,6 +165,10 @@ expect "quantize refuses a non-empty OUT_DIR" 2 "OUT_DIR '.*q1' is not empty \(p
 expect "quantize --force fp4 without double quant, bf16" 0 "^format: +fp4, block 128, no double quant, dense tensors bf16" -- \
   q quantize "$fx/tiny-llama" "$tmp/q1" --force --type fp4 --block 128 --no-double-quant --dtype bf16
 expect "info on the fp4 output" 0 "^quantization +bitsandbytes 4-bit: fp4, double quant no" "^stored dtype .*BF16" -- q info "$tmp/q1"
+rm -f "$tmp/q1/generation_config.json"; mkfifo "$tmp/q1/generation_config.json"
+expect "quantize --force onto a FIFO companion file fails and keeps it" 1 "generation_config.json: exists and is a FIFO; saving replaces only regular files" -- \
+  q quantize "$fx/tiny-llama" "$tmp/q1" --force
+check "... the FIFO is still a FIFO" "replaced" test -p "$tmp/q1/generation_config.json"
 expect "quantize re-saves a 4-bit checkpoint" 0 "nf4, block 64, double quant \(as stored\)" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q2"
 expect "quantize: other format for a 4-bit checkpoint" 1 "already 4-bit" -- q quantize "$fx/tiny-llama-bnb-nf4" "$tmp/q3" --type fp4
 # a 4-bit checkpoint whose quant_state is not JSON: the error names the file and the weight
@@ -277,6 +281,74 @@ expect "generate: --max-tokens x" 2 "--max-tokens expects an integer >= 0, got '
 expect "generate: --seed -1" 2 "--seed expects an integer >= 0" -- q generate "$tmp/tok" --prompt "hi" --seed -1
 expect "generate: bad --quant" 2 "--quant expects one of nf4, fp4, none, got 'int4'" -- q generate "$tmp/tok" --prompt "hi" --quant int4
 expect "generate: unknown option" 2 "unknown option '--tempreature'" -- q generate "$tmp/tok" --prompt "hi" --tempreature 1
+
+# --- hostile inputs: environment, repeated options, error objects, signals, concurrent sweeps ---
+for v in 0 -3 abc 2x ""; do
+  if [ -z "$v" ]; then
+    expect "QLORA_THREADS='' is the core count" 0 "^threads: [0-9]+" -- env QLORA_THREADS= "$bin" version
+  else
+    expect "QLORA_THREADS=$v exits 2" 2 "QLORA_THREADS must be an integer >= 1 .*got '$v'" -- env QLORA_THREADS="$v" "$bin" version
+  fi
+done
+expect "QLORA_THREADS=10000 is clamped with a warning" 0 "warning: QLORA_THREADS=10000 is more than the 256" "^threads: 256$" -- env QLORA_THREADS=10000 "$bin" version
+expect "QLORA_THREADS=3 is used" 0 "^threads: 3$" -- env QLORA_THREADS=3 "$bin" version
+expect "an option given twice" 2 "option --prompt is given more than once" -- q generate "$tmp/tok" --prompt a --prompt b
+expect "an option given twice, once with =" 2 "option --max-tokens is given more than once" -- q generate "$tmp/tok" --prompt a --max-tokens=2 --max-tokens 3
+expect "a flag given twice" 2 "option --json is given more than once" -- q info --json --json "$fx/tiny-llama"
+expect "sweep --parallel twice" 2 "option --parallel is given more than once" -- q sweep --parallel 2 --parallel 3 "$tmp/args.lua"
+printf 'error({ code = 5, why = "table error" })\n' > "$tmp/tableerr.lua"
+expect "a table error object shows its fields" 1 "\\{code = 5, why = table error\\}|\\{why = table error, code = 5\\}" -- q run "$tmp/tableerr.lua"
+check "... and not its address" "printed a table address" bash -c '! grep -q "table: 0x" <<<"$1"' _ "$out"
+printf 'error(setmetatable({}, { __tostring = function() return "custom text" end }))\n' > "$tmp/tserr.lua"
+expect "an error object with __tostring shows its text" 1 "custom text" -- q run "$tmp/tserr.lua"
+
+# A save killed by SIGTERM or SIGINT leaves no temporary file: the script writes a 256 MB tensor
+# file over and over; the signal lands mid-write (the writes and fsyncs are nearly all its time).
+cat > "$tmp/saveloop.lua" <<'LUA'
+local q = require "qlora"
+local dir, what = arg[1], arg[2]
+local t = q.zeros(64 * 1024 * 1024)
+local model = what == "model" and q.llama { vocab = 4096, hidden = 1024, layers = 8, heads = 8, intermediate = 2048 } or nil
+local f = io.open(dir .. "/started", "w"); f:close()
+while true do
+  if model then model:save(dir .. "/model") else q.save_tensors(dir .. "/big.safetensors", { t = t }) end
+end
+LUA
+for sig in TERM INT; do
+  for what in tensors model; do
+    d="$tmp/sig-$sig-$what"; mkdir -p "$d/model"
+    set -m  # own process group: a background job of a script would otherwise ignore SIGINT
+    "$bin" run "$tmp/saveloop.lua" "$d" "$what" >/dev/null 2>&1 &
+    pid=$!
+    set +m
+    for _ in $(seq 1 600); do [ -e "$d/started" ] && break; sleep 0.05; done
+    sleep 1.2
+    kill -"$sig" "$pid"; wait "$pid"; st=$?
+    left=$(find "$d" -name '.*.tmp-*' | wc -l)
+    want=$((128 + $(kill -l "$sig")))
+    out="exit status $st; temporary files: $(find "$d" -name '.*.tmp-*')"
+    check "SIG$sig during a save ($what) removes the temporary file" "$left left behind" test "$left" -eq 0
+    check "SIG$sig still ends the process by the signal ($what)" "exit status $st, expected $want" test "$st" -eq "$want"
+  done
+done
+
+# Two sweeps on one out: the second fails at once and clearly; a killed sweep leaves no stuck lock.
+cat > "$tmp/slowsweep.lua" <<'LUA'
+local q = require "qlora"
+q.sweep { out = arg[1], grid = { x = { 1 } }, run = function() os.execute("sleep 4"); return { y = 1 } end }
+print("sweep done")
+LUA
+set -m
+"$bin" run "$tmp/slowsweep.lua" "$tmp/sw" >"$tmp/sw1.log" 2>&1 &
+pid=$!
+set +m
+for _ in $(seq 1 200); do [ -e "$tmp/sw/.lock" ] && break; sleep 0.05; done
+expect "a second sweep on the same out fails" 1 "out '.*sw' is in use by another sweep \\(process $pid\\)" -- q run "$tmp/slowsweep.lua" "$tmp/sw"
+kill -9 "$pid"; wait "$pid" 2>/dev/null
+sleep 0.2
+expect "after the first is killed, the out is free again" 0 "^sweep done$" -- q run "$tmp/slowsweep.lua" "$tmp/sw"
+n=$(grep -c '"id"' "$tmp/sw/results.jsonl" 2>/dev/null || echo 0)
+check "the point's result is recorded once" "results.jsonl has $n lines" test "$n" -eq 1
 
 # --- bench (arguments only; no measurements here) ----------------------------------------------
 expect "bench: unknown suite" 2 "unknown argument 'nope'" -- q bench nope

@@ -19,6 +19,12 @@ void qlora_push_bound(lua_State *L, int index);
 // that appends a traceback. Returns the lua_pcall status; on error the message is on the stack.
 int qlora_pcall_traceback(lua_State *L, int nargs, int nresults);
 
+// Pushes the text of the error value at idx (always a string, never raises): strings and numbers
+// as they are; a value with __tostring through it (protected); a table by its "message", "msg",
+// "error" or "reason" field, else its string/number/boolean fields as {k = v, ...}; anything
+// else as "(error object is a T value)". A yield inside a non-yieldable callback is said plainly.
+void qlora_push_error_text(lua_State *L, int idx);
+
 // lua_pcall of a C function that opens the standard libraries (luaL_openlibs may raise on OOM).
 int qlora_open_libs(lua_State *L);
 
