@@ -70,12 +70,14 @@ T.case("three shards (two at once, one killed by SIGKILL and run again) give the
   assert(log2b:find("shard 2/3: 2 of 6 points, 1 done earlier, 1 to run", 1, true), log2b)
   T.eq(essence(report(s)), want, "the union of the shards")
   T.eq(essence(report(s .. "/results.jsonl")), want, "the same through results.jsonl's path")
-  -- every file in out belongs to one shard (or one point of it): no results.jsonl, a summary each
+  -- every file in out belongs to one shard (or one point of it): no results.jsonl, a summary each,
+  -- and a lock file each (a shard locks its own, so shards of one sweep run at once)
   assert(not exists(s .. "/results.jsonl"), "shards do not write results.jsonl")
   for i = 0, 2 do assert(exists(s .. "/summary.shard-" .. i .. "-of-3.md"), "shard " .. i .. "'s summary") end
   assert(not exists(s .. "/summary.md"), "no shard wrote the shared summary")
   local names = q.listdir(s)
-  T.eq(table.concat(names, " "), "points summary.shard-0-of-3.md summary.shard-1-of-3.md summary.shard-2-of-3.md", "files in out")
+  T.eq(table.concat(names, " "), ".lock.shard-0-of-3 .lock.shard-1-of-3 .lock.shard-2-of-3 points "
+    .. "summary.shard-0-of-3.md summary.shard-1-of-3.md summary.shard-2-of-3.md", "files in out")
   -- an unsharded run afterwards finds every point done and reports the union
   local code = sh(sweep_cmd("", s) .. " > " .. out .. "/log3 2>&1")
   T.eq(code, 0)
