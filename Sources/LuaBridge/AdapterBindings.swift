@@ -57,7 +57,7 @@ enum AdapterBindings {
                         }
                         sites.append((l.name, l.kind, l.layer, l.inFeatures, l.outFeatures, dtype))
                     }
-                case .mlpAct, .blockOut:
+                case .mlpAct, .mlpOut, .blockOut:
                     let opts = try a.options(3, allowed: ["targets", "layers"])
                     var keep: [Int]? = nil
                     if let o = opts, a.optField(o, "layers") != nil {
@@ -67,6 +67,8 @@ enum AdapterBindings {
                     for layer in m.layers where keep?.contains(layer.index) ?? true {
                         if at == .mlpAct {
                             sites.append(("model.layers.\(layer.index).mlp.act_fn", "act_fn", layer.index, c.intermediateSize, c.intermediateSize, "f32"))
+                        } else if at == .mlpOut {
+                            sites.append(("model.layers.\(layer.index).mlp", "mlp", layer.index, c.hiddenSize, c.hiddenSize, "f32"))
                         } else {
                             sites.append(("model.layers.\(layer.index)", "block", layer.index, c.hiddenSize, c.hiddenSize, "f32"))
                         }
@@ -88,6 +90,7 @@ enum AdapterBindings {
                     luaPushString(a.L, s.dtype); luaRawSetField(a.L, -2, "dtype")
                     luaPushString(a.L, at.rawValue); luaRawSetField(a.L, -2, "at")
                     lua_pushinteger(a.L, lua_Integer(c.hiddenSize)); luaRawSetField(a.L, -2, "hidden_size")
+                    lua_pushinteger(a.L, lua_Integer(c.intermediateSize)); luaRawSetField(a.L, -2, "intermediate_size")
                     lua_pushinteger(a.L, lua_Integer(i + 1)); luaRawSetField(a.L, -2, "index")
                     lua_rawseti(a.L, -2, lua_Integer(i + 1))
                 }

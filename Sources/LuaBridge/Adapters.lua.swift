@@ -91,9 +91,14 @@ local function add(model, spec)
     fail("add_adapter", "the model already has an adapter named \"" .. d.name .. "\"", 3)
   end
   local sel = { layers = d.layers }
-  local linear = d.at == "linear" or d.at == "linear_input"
+  -- at may be a function(site) choosing "linear" or "linear_input" per linear layer (IA3 scales
+  -- the output of some layers and the input of others)
+  local per_site = type(d.at) == "function"
+  if not per_site and type(d.at) ~= "string" then fail("add_adapter", "at must be a placement name or a function(site), got " .. type(d.at), 3) end
+  local enum_at = per_site and "linear" or d.at
+  local linear = enum_at == "linear" or enum_at == "linear_input"
   if linear then sel.targets = d.targets end
-  local ok, sites = pcall(model._adapter_sites, model, d.at, sel)
+  local ok, sites = pcall(model._adapter_sites, model, enum_at, sel)
   if not ok then fail("add_adapter", bare(sites), 3) end
   if not linear and d.targets ~= nil then
     if type(d.targets) ~= "function" then fail("add_adapter", "targets at \"" .. d.at .. "\" must be a function(site) (or use layers)", 3) end
@@ -106,12 +111,22 @@ local function add(model, spec)
     if #kept == 0 then fail("add_adapter", "targets select no site", 3) end
     sites = kept
   end
+  -- the widest input and output over the chosen sites (for tensors shared by all of them)
+  local max_in, max_out = 0, 0
+  for _, s in ipairs(sites) do max_in = math.max(max_in, s.in_features); max_out = math.max(max_out, s.out_features) end
+  for _, s in ipairs(sites) do s.max_in_features = max_in; s.max_out_features = max_out end
   local frozen = {}
   for _, k in ipairs(d.frozen) do frozen[k] = true end
-  local info = { def = d.def, kind = d.kind, seed = d.seed, options = d.options, frozen = d.frozen, at = d.at }
+  local info = { def = d.def, kind = d.kind, seed = d.seed, options = d.options, frozen = d.frozen, at = enum_at }
   local shared, attached = {}, 0
   local function undo() if attached > 0 then pcall(model.remove_adapter, model, d.name) end end
   for i, site in ipairs(sites) do
+    if per_site then
+      local ok6, where = pcall(d.at, site)
+      if not ok6 then undo(); fail("add_adapter", "the at function raised an error for " .. site.name .. ": " .. tostring(where), 3) end
+      if where ~= "linear" and where ~= "linear_input" then undo(); fail("add_adapter", "the at function must return \"linear\" or \"linear_input\" for " .. site.name .. ", got " .. tostring(where), 3) end
+      site.at = where
+    end
     site.adapter = d.name
     site.options = d.options
     local ok3, params = pcall(q.no_grad, d.init, site, context(d.seed, i, shared, d.options))
@@ -131,12 +146,12 @@ local function add(model, spec)
     end
     local forward = d.forward
     local call
-    if d.at == "linear" then
+    if site.at == "linear" then
       call = function(x, y) return forward(x, y, params, site) end
     else
       call = function(h) return forward(h, params, site) end
     end
-    local ok5, err = pcall(model._attach_adapter, model, d.name, d.kind, d.at, site.name, site.layer, tensors, call, info)
+    local ok5, err = pcall(model._attach_adapter, model, d.name, d.kind, site.at, site.name, site.layer, tensors, call, info)
     if not ok5 then undo(); fail("add_adapter", bare(err), 3) end
     attached = attached + 1
   end
@@ -194,7 +209,7 @@ local function save_script(model, dir, name, es, format)
       end
       keys[k] = { tensor = file_key, shape = t:shape(), trainable = t.requires_grad }
     end
-    sites[#sites + 1] = { name = e.site, layer = e.layer, params = keys }
+    sites[#sites + 1] = { name = e.site, layer = e.layer, at = e.at, params = keys }
   end
   local ok, err = pcall(q.save_tensors, dir .. "/adapter_model.safetensors", tensors, { format = "qlora.adapter" })
   if not ok then fail("save_adapter", bare(err), 3) end
@@ -268,7 +283,9 @@ local function load_script(model, dir, opts)
   local ok, tensors = pcall(q.load_tensors, dir .. "/adapter_model.safetensors")
   if not ok then fail("load_adapter", bare(tensors), 3) end
   local name = opts.name or m.name
-  local spec = { name = name, kind = def, at = m.at, seed = math.tointeger(m.seed) or 0, options = m.options, frozen = m.frozen }
+  local at = m.at
+  if type(def.at) == "function" and (at == "linear" or at == "linear_input") then at = def.at end
+  local spec = { name = name, kind = def, at = at, seed = math.tointeger(m.seed) or 0, options = m.options, frozen = m.frozen }
   local linear = m.at == "linear" or m.at == "linear_input"
   local want = {}
   for i, s in ipairs(m.sites) do
@@ -277,7 +294,7 @@ local function load_script(model, dir, opts)
   end
   if linear then
     spec.targets = function(mod) return want[mod.name] ~= nil end
-  elseif m.at == "mlp_act" or m.at == "block_out" then
+  elseif m.at == "mlp_act" or m.at == "mlp_out" or m.at == "block_out" then
     spec.targets = function(site) return want[site.name] ~= nil end
   end
   local ok2, err2 = pcall(add, model, spec)

@@ -176,7 +176,9 @@ public final class LlamaModel {
         var mlp = try Functional.swiglu(layer.gate.forward(y, training: training), layer.up.forward(y, training: training))
         if layer.scriptAdapters.isEmpty { return try h.binary(.add, layer.down.forward(mlp, training: training)) }
         mlp = try ScriptAdapter.chain(layer.scriptAdapters, .mlpAct, mlp, active: scriptActive, enabled: scriptEnabled)
-        h = try h.binary(.add, layer.down.forward(mlp, training: training))
+        let out = try ScriptAdapter.chain(layer.scriptAdapters, .mlpOut, layer.down.forward(mlp, training: training),
+                                          active: scriptActive, enabled: scriptEnabled)
+        h = try h.binary(.add, out)
         return try ScriptAdapter.chain(layer.scriptAdapters, .blockOut, h, active: scriptActive, enabled: scriptEnabled)
     }
 

@@ -5,6 +5,7 @@
 //   linear        y' = f(x, y)    after the layer (and its built-in LoRA adapters); same shape as y
 //   linear_input  x' = f(x)       before the layer; what the layer and the adapters after it read
 //   mlp_act       a' = f(a)       the MLP's intermediate activation (silu(gate) * up, down's input)
+//   mlp_out       m' = f(m)       the MLP's output, before the residual addition
 //   block_out     h' = f(h)       the residual stream after a decoder layer
 //   embed         h' = f(h)       the token embeddings, before the first layer
 //   prefix        h' = f(h)       [B, T, hidden] -> [B, P + T, hidden]: P virtual tokens in front
@@ -16,6 +17,7 @@ public enum AdapterPlacement: String, CaseIterable, Sendable {
     case linear
     case linearInput = "linear_input"
     case mlpAct = "mlp_act"
+    case mlpOut = "mlp_out"
     case blockOut = "block_out"
     case embed
     case prefix
@@ -28,7 +30,8 @@ public final class ScriptAdapter {
     public let kind: String
     public let placement: AdapterPlacement
     /// Where it runs, spelled as transformers names modules ("model.layers.3.self_attn.k_proj",
-    /// "model.layers.3.mlp.act_fn", "model.layers.3", "model.embed_tokens", "model.prefix").
+    /// "model.layers.3.mlp.act_fn", "model.layers.3.mlp", "model.layers.3", "model.embed_tokens",
+    /// "model.prefix").
     public let site: String
     public let layer: Int?
     /// The parameter tensors by key (sorted), trainable or not, as init returned them.
@@ -95,7 +98,7 @@ extension LlamaModel {
                 throw ModelError("\(s.site) already has an adapter named \"\(s.name)\"")
             }
             l.scriptAdapters.append(s)
-        case .mlpAct, .blockOut:
+        case .mlpAct, .mlpOut, .blockOut:
             guard let i = s.layer, i >= 0, i < layers.count else { throw ModelError("\(s.site): no such decoder layer") }
             if layers[i].scriptAdapters.contains(where: { $0.name == s.name && $0.placement == s.placement }) {
                 throw ModelError("\(s.site) already has an adapter named \"\(s.name)\"")

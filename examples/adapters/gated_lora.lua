@@ -1,0 +1,15 @@
+-- Gated LoRA: y + tanh(g) * s * B A x with a learned gate g per layer, starting at 0 (closed), so
+-- the model is unchanged at init while B is random and both learn from the first step.
+return {
+  kind = "gated_lora",
+  targets = { "q_proj", "v_proj" },
+  options = { r = 8, alpha = 16 },
+  init = function(site, q)
+    local r, bound = site.options.r, 1 / math.sqrt(site.in_features)
+    return { A = q.rand({ r, site.in_features }, { min = -bound, max = bound }),
+             B = q.randn({ site.out_features, r }, { std = 0.02 }), gate = q.zeros({ 1 }) }
+  end,
+  forward = function(x, y, p, site)
+    return y + x:linear(p.A):linear(p.B) * (p.gate:tanh() * (site.options.alpha / site.options.r))
+  end,
+}
