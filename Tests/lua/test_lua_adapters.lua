@@ -92,4 +92,175 @@ T.case("training moves only the adapter; checkpoints resume", function()
   T.close(max_abs_diff(again:forward(ids), model:forward(ids)), 0, 1e-6, 0, "resumed parameters")
   os.execute("rm -rf '" .. dir .. "'")
 end)
+
+-- PEFT's own files and logits (scripts/fixtures/make_peft_custom_adapters.py)
+local fixtures = here .. "../fixtures/"
+for _, case in ipairs({ { "ia3", "ia3" }, { "vera", "vera" }, { "prompt", "prompt_tuning" } }) do
+  T.case("PEFT " .. case[1] .. " loads with PEFT's logits", function()
+    local def = dofile(root .. "examples/adapters/" .. case[2] .. ".lua")
+    local model = q.load_model(fixtures .. "tiny-llama", { quant = false })
+    local golden = q.load_tensors(fixtures .. "peft-" .. case[1] .. "/logits.safetensors")
+    model:load_adapter(fixtures .. "peft-" .. case[1], { kind = def })
+    T.close(max_abs_diff(model:forward(golden.input_ids), golden.logits), 0, 1e-5, 0, "logits")
+    -- and our export of it loads back to the same logits
+    local dir = tmpdir()
+    model:save_adapter(dir, { format = "peft" })
+    local again = q.load_model(fixtures .. "tiny-llama", { quant = false })
+    again:load_adapter(dir, { kind = def })
+    T.close(max_abs_diff(again:forward(golden.input_ids), golden.logits), 0, 1e-5, 0, "re-exported logits")
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end
+
+local Scale = { kind = "scale", at = "linear", init = function(site, q) return { s = q.ones({ 1 }) * 2 } end,
+  forward = function(x, y, p) return y * p.s end }
+
+T.case("errors inside init and forward name the adapter and the site", function()
+  local m = q.llama(cfg)
+  T.errors(function() m:add_adapter{ name = "bad", targets = { "k_proj" }, init = function(site) error("no init here") end,
+    forward = Scale.forward } end, "add_adapter", "adapter \"bad\" at model.layers.0.self_attn.k_proj (linear)", "no init here")
+  T.eq(#m:parameters(), 0, "nothing attached after a failed init")
+  m:add_adapter{ name = "boom", targets = { "v_proj" }, layers = 1, init = Scale.init,
+    forward = function(x, y, p, site) error("kaboom at " .. site.name) end }
+  T.errors(function() m:forward(ids) end, "adapter \"boom\" at model.layers.1.self_attn.v_proj (linear)", "kaboom")
+  m:remove_adapter("boom")
+  m:add_adapter{ name = "shape", targets = { "v_proj" }, init = Scale.init, forward = function(x, y) return x end }
+  T.errors(function() m:forward(ids) end, "adapter \"shape\"", "returned shape")
+  m:remove_adapter("shape")
+  m:add_adapter{ name = "notensor", targets = { "v_proj" }, init = Scale.init, forward = function() return 3 end }
+  T.errors(function() m:loss(ids) end, "adapter \"notensor\"", "must return a tensor, got number")
+  m:remove_adapter("notensor")
+  T.errors(function() m:add_adapter{ at = "nowhere", init = Scale.init, forward = Scale.forward } end, "not a placement")
+  T.errors(function() m:add_adapter{ init = Scale.init } end, "forward must be a function")
+  T.errors(function() m:add_adapter{ init = function() return 1 end, forward = Scale.forward } end, "init must return a table")
+  T.errors(function() m:add_adapter{ init = Scale.init, forward = Scale.forward, colour = 1 } end, "unknown option 'colour'")
+  T.errors(function() m:add_adapter{ init = Scale.init, forward = Scale.forward, targets = { "nope" } } end, "no module matches")
+  m:add_adapter{ name = "x", init = Scale.init, forward = Scale.forward }
+  T.errors(function() m:add_adapter{ name = "x", init = Scale.init, forward = Scale.forward } end, "already has an adapter named \"x\"")
+  -- the model still works after all of that
+  T.eq(m:forward(ids):shape(3), cfg.vocab, "forward")
+end)
+
+T.case("stacking order, set_adapter, enable and disable", function()
+  local m = q.llama(cfg)
+  local base = m:forward(ids)
+  local Add = { init = function(site, q) return { b = q.ones({ site.out_features }) } end,
+    forward = function(x, y, p) return y + p.b end }
+  m:add_adapter{ kind = Scale, name = "s", targets = { "o_proj" } }
+  m:add_adapter{ kind = Add, name = "a", targets = { "o_proj" } }
+  -- in the order added: (y * 2) + 1, not (y + 1) * 2
+  local ref = q.llama(cfg)
+  ref:add_adapter{ name = "both", targets = { "o_proj" }, init = function() return {} end,
+    forward = function(x, y) return y * 2 + 1 end }
+  T.close(max_abs_diff(m:forward(ids), ref:forward(ids)), 0, 1e-5, 0, "stacked in order")
+  m:set_adapter("a")
+  local only_a = q.llama(cfg)
+  only_a:add_adapter{ kind = Add, name = "a", targets = { "o_proj" } }
+  T.close(max_abs_diff(m:forward(ids), only_a:forward(ids)), 0, 1e-6, 0, "set_adapter runs one")
+  m:disable_adapters()
+  T.eq(max_abs_diff(m:forward(ids), base), 0, "disabled")
+  m:enable_adapters()
+  T.close(max_abs_diff(m:forward(ids), only_a:forward(ids)), 0, 1e-6, 0, "enabled again (still only a)")
+  T.errors(function() m:set_adapter("zzz") end, "no adapter named \"zzz\"")
+  -- with a built-in LoRA on the same site: the LoRA first, then the Lua adapters
+  local l = q.llama(cfg)
+  l:add_lora{ name = "lo", r = 2, targets = { "o_proj" } }
+  for _, p in ipairs(l:parameters()) do p.tensor:copy_(q.randn(p.tensor:shape(), { seed = 9 })) end
+  local lora_only = l:forward(ids)
+  l:add_adapter{ kind = Scale, name = "s", targets = { "o_proj" } }
+  local r2 = q.llama(cfg)
+  r2:add_lora{ name = "lo", r = 2, targets = { "o_proj" } }
+  for _, p in ipairs(r2:parameters()) do p.tensor:copy_(q.randn(p.tensor:shape(), { seed = 9 })) end
+  r2:add_adapter{ name = "s2", targets = { "o_proj" }, init = function() return {} end, forward = function(x, y) return y * 2 end }
+  T.close(max_abs_diff(l:forward(ids), r2:forward(ids)), 0, 1e-5, 0, "LoRA, then the Lua adapter")
+  assert(max_abs_diff(l:forward(ids), lora_only) > 1e-3, "the scale applies")
+end)
+
+-- h * 0 + h at every other placement: a no-op in value, so the logits stay; a scale of 1 + p
+-- with p trainable must get a gradient at each
+T.case("every placement runs and gets gradients", function()
+  for _, at in ipairs({ "linear_input", "mlp_act", "mlp_out", "block_out", "embed" }) do
+    local m = q.llama(cfg)
+    local base = m:forward(ids)
+    local width = at == "mlp_act" and cfg.intermediate or cfg.hidden
+    m:add_adapter{ name = "p", at = at, targets = at == "linear_input" and { "o_proj" } or nil,
+      init = function(site, q) return { g = q.zeros({ site.in_features }) } end,
+      forward = function(h, p, site) return h * (p.g + 1) end }
+    T.close(max_abs_diff(m:forward(ids), base), 0, 1e-6, 0, at .. ": identity at init")
+    m:loss(ids):backward()
+    local got = 0
+    for _, p in ipairs(m:parameters{ trainable = true }) do
+      T.eq(p.tensor:numel(), width, at .. " width")
+      got = got + p.tensor.grad:abs():sum():item()
+    end
+    assert(got > 0, at .. ": gradients arrive")
+  end
+end)
+
+T.case("block_out equals a hand-made residual change; embed scales the embeddings", function()
+  local m = q.llama(cfg)
+  m:add_adapter{ name = "e", at = "embed", init = function() return {} end, forward = function(h) return h * 0 end }
+  local z = m:forward(ids)
+  -- zero embeddings: every position sees the same (zero) input, so logits equal across positions
+  T.close(max_abs_diff(z:slice(2, 1, 1), z:slice(2, 5, 5)), 0, 1e-5, 0, "zero embeddings")
+end)
+
+local Prompt = dofile(root .. "examples/adapters/prompt_tuning.lua")
+
+T.case("prefix: logits equal a model fed the virtual tokens by hand; KV cache in generation", function()
+  local m = q.llama(cfg)
+  m:add_adapter{ kind = Prompt, options = { tokens = 3 }, seed = 4 }
+  local prompt = m:parameters()[1].tensor
+  T.eq(table.concat(prompt:shape(), "x"), "3x" .. cfg.hidden, "prompt shape")
+  local logits = m:forward(ids)
+  T.eq(table.concat(logits:shape(), "x"), "2x9x" .. cfg.vocab, "logits for the real tokens only")
+  -- by hand: an embed adapter that replaces the first 3 embeddings of a longer input
+  local h = q.llama(cfg)
+  local longer = q.concat({ q.zeros({ 2, 3 }, { dtype = "i64" }), ids }, 2)
+  h:add_adapter{ name = "hand", at = "embed", init = function() return {} end,
+    forward = function(e) return q.concat({ prompt:reshape({ 1, 3, -1 }):expand({ 2, 3, cfg.hidden }), e:slice(2, 4) }, 2) end }
+  T.close(max_abs_diff(logits, h:forward(longer):slice(2, 4)), 0, 1e-5, 0, "same as by hand")
+  -- generation with the cache = generation without it (recomputing everything each step)
+  local out = m:generate({ 5, 6, 7 }, { max_tokens = 4 })
+  local seq = { 5, 6, 7 }
+  for i = 1, 4 do
+    local l = m:forward(q.tensor({ seq }, { dtype = "i64" }))
+    local nxt = l:slice(2, -1):reshape({ cfg.vocab }):argmax():item()
+    seq[#seq + 1] = nxt
+  end
+  local want = { table.unpack(seq, 4) }
+  local got = type(out) == "table" and (out.ids or out) or out
+  T.eq(table.concat(got, ","), table.concat(want, ","), "greedy tokens with and without the KV cache")
+end)
+
+T.case("prefix in a packed batch: each example sees the virtual tokens as if alone", function()
+  local m = q.llama(cfg)
+  m:add_adapter{ kind = Prompt, options = { tokens = 2 }, seed = 4 }
+  local a, b = { 3, 4, 5, 6 }, { 7, 8, 9 }
+  local packed = q.tensor({ { 3, 4, 5, 6, 7, 8, 9 } }, { dtype = "i64" })
+  local seg = q.tensor({ { 1, 1, 1, 1, 2, 2, 2 } }, { dtype = "i64" })
+  local pos = q.tensor({ { 0, 1, 2, 3, 0, 1, 2 } }, { dtype = "i64" })
+  local lp = m:forward(packed, { segment_ids = seg, position_ids = pos })
+  local la = m:forward(q.tensor({ a }, { dtype = "i64" }))
+  local lb = m:forward(q.tensor({ b }, { dtype = "i64" }))
+  T.close(max_abs_diff(lp:slice(2, 1, 4), la), 0, 1e-5, 0, "first example")
+  T.close(max_abs_diff(lp:slice(2, 5, 7), lb), 0, 1e-5, 0, "second example")
+end)
+
+T.case("save_adapter writes a manifest; load_adapter restores; errors", function()
+  local m = q.llama(cfg)
+  m:add_adapter{ kind = LoRA, targets = { "q_proj" }, options = { r = 2, alpha = 4 }, seed = 3 }
+  for _, p in ipairs(m:parameters()) do p.tensor:copy_(q.randn(p.tensor:shape(), { seed = 1 })) end
+  local dir = tmpdir()
+  m:save_adapter(dir)
+  local f = assert(io.open(dir .. "/adapter_manifest.json")); local text = f:read("a"); f:close()
+  assert(text:find('"kind":"lora"', 1, true), "manifest names the kind: " .. text)
+  assert(text:find('"model.layers.1.self_attn.q_proj"', 1, true), "manifest names the sites")
+  local other = q.llama(cfg)
+  other:load_adapter(dir, { kind = LoRA })
+  T.eq(max_abs_diff(other:forward(ids), m:forward(ids)), 0, "reloaded")
+  T.errors(function() q.llama(cfg):load_adapter(dir) end, "pass its definition")
+  T.errors(function() q.llama(cfg):load_adapter(dir, { kind = Scale }) end, "holds a \"lora\" adapter")
+  os.execute("rm -rf '" .. dir .. "'")
+end)
 T.done()

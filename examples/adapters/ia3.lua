@@ -15,12 +15,12 @@ local IA3 = {
   end,
 }
 
--- PEFT's layout: base_model.model.<module>.ia3_l [1, out] or [1, in] (feedforward)
+-- PEFT's layout: base_model.model.<module>.ia3_l [out, 1], or [1, in] for feedforward modules
 function IA3.peft_export(entries, info)
   local tensors, modules, ff = {}, {}, {}
   for _, e in ipairs(entries) do
     local n = e.params.l:numel()
-    tensors["base_model.model." .. e.site .. ".ia3_l"] = e.params.l:reshape({ 1, n })
+    tensors["base_model.model." .. e.site .. ".ia3_l"] = e.params.l:reshape(e.at == "linear_input" and { 1, n } or { n, 1 })
     local kind = e.site:match("([^.]+)$")
     modules[#modules + 1] = kind
     if e.at == "linear_input" then ff[#ff + 1] = kind end
