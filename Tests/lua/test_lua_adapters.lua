@@ -247,6 +247,24 @@ T.case("prefix in a packed batch: each example sees the virtual tokens as if alo
   T.close(max_abs_diff(lp:slice(2, 5, 7), lb), 0, 1e-5, 0, "second example")
 end)
 
+T.case("gradient checkpointing re-runs Lua adapters in backward with the same gradients", function()
+  local function grads(ckpt)
+    local m = q.llama(cfg)
+    m:add_adapter{ kind = LoRA, targets = "all-linear", seed = 2 }
+    m:add_adapter{ name = "bn", kind = dofile(root .. "examples/adapters/bottleneck.lua"), seed = 2 }
+    for _, p in ipairs(m:parameters()) do p.tensor:copy_(q.randn(p.tensor:shape(), { seed = 3, std = 0.1 })) end
+    m:gradient_checkpointing(ckpt)
+    m:loss(ids):backward()
+    local out = {}
+    for _, p in ipairs(m:parameters()) do out[p.name] = p.tensor.grad end
+    return out
+  end
+  local a, b = grads(false), grads(true)
+  local n = 0
+  for k, g in pairs(a) do T.close(max_abs_diff(g, b[k]), 0, 1e-6, 0, k); n = n + 1 end
+  assert(n > 0)
+end)
+
 T.case("save_adapter writes a manifest; load_adapter restores; errors", function()
   local m = q.llama(cfg)
   m:add_adapter{ kind = LoRA, targets = { "q_proj" }, options = { r = 2, alpha = 4 }, seed = 3 }
