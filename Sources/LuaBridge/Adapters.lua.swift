@@ -18,7 +18,7 @@ local function bare(msg)
 end
 
 local spec_keys = { name = true, kind = true, targets = true, layers = true, at = true, init = true,
-  forward = true, seed = true, options = true, frozen = true }
+  forward = true, seed = true, options = true, frozen = true, peft_export = true, peft_import = true }
 
 -- The definition behind a spec: spec.kind may be a definition table (its fields fill what the
 -- spec leaves out) or a string naming the kind; a spec with init/forward is its own definition.
