@@ -247,6 +247,15 @@ T.case("prefix in a packed batch: each example sees the virtual tokens as if alo
   T.close(max_abs_diff(lp:slice(2, 5, 7), lb), 0, 1e-5, 0, "second example")
 end)
 
+T.case("a definition passes directly and names the adapter by its kind", function()
+  local m = q.llama(cfg)
+  T.eq(m:add_adapter(dofile(root .. "examples/adapters/ia3.lua")), 3 * cfg.layers, "IA3 sites")
+  local names = {}
+  for _, p in ipairs(m:parameters{ trainable = true }) do names[#names + 1] = p.name end
+  table.sort(names)
+  T.eq(names[1], "model.layers.0.mlp.down_proj.ia3.l", "named by kind")
+end)
+
 T.case("gradient checkpointing re-runs Lua adapters in backward with the same gradients", function()
   local function grads(ckpt)
     local m = q.llama(cfg)
