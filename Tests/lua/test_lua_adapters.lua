@@ -197,7 +197,7 @@ T.case("every placement runs and gets gradients", function()
   end
 end)
 
-T.case("block_out equals a hand-made residual change; embed scales the embeddings", function()
+T.case("embed: zero embeddings give every position the same logits", function()
   local m = q.llama(cfg)
   m:add_adapter{ name = "e", at = "embed", init = function() return {} end, forward = function(h) return h * 0 end }
   local z = m:forward(ids)
