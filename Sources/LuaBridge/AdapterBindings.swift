@@ -123,11 +123,17 @@ enum AdapterBindings {
                                             handle: Int(infoRef)) { inputs in
                     try callForward(ref, inputs, label: label)
                 }
-                do { try ModelBindings.modelErrors(a) { try m.attach(adapter) } } catch {
-                    luaL_unref(a.L, LUA_REGISTRY, ref)
-                    luaL_unref(a.L, LUA_REGISTRY, infoRef)
-                    throw error
+                // the registry entries go when the adapter does (removed, or its model collected);
+                // through the main thread, which lives as long as the state
+                lua_rawgeti(a.L, LUA_REGISTRY, lua_Integer(LUA_RIDX_MAINTHREAD))
+                let main = lua_tothread(a.L, -1)
+                luaPop(a.L, 1)
+                adapter.onRelease = {
+                    guard let main = main else { return }
+                    luaL_unref(main, LUA_REGISTRY, ref)
+                    luaL_unref(main, LUA_REGISTRY, infoRef)
                 }
+                try ModelBindings.modelErrors(a) { try m.attach(adapter) }
                 return 0
             }),
             // model:_script_adapters() -> list of {name, kind, at, site, layer, params = {key = tensor}}

@@ -40,6 +40,10 @@ public final class ScriptAdapter {
     public let handle: Int
     /// Computes the adapter's output from its inputs ([x, y] for linear, [h] otherwise).
     let call: ([Tensor]) throws -> Tensor
+    /// Run when the adapter goes away (the bridge releases what it keeps for the adapter).
+    public var onRelease: (() -> Void)? = nil
+
+    deinit { onRelease?() }
 
     public init(name: String, kind: String, placement: AdapterPlacement, site: String, layer: Int?,
                 params: [(key: String, tensor: Tensor)], handle: Int = 0, call: @escaping ([Tensor]) throws -> Tensor) {

@@ -256,6 +256,26 @@ T.case("a definition passes directly and names the adapter by its kind", functio
   T.eq(names[1], "model.layers.0.mlp.down_proj.ia3.l", "named by kind")
 end)
 
+T.case("adapters release their Lua functions with their model or on removal", function()
+  local function held()
+    local n = 0
+    for k, v in pairs(debug.getregistry()) do if math.type(k) == "integer" and type(v) ~= "number" then n = n + 1 end end
+    return n
+  end
+  collectgarbage(); collectgarbage()
+  local before = held()
+  for _ = 1, 3 do
+    local m = q.llama(cfg)
+    m:add_adapter{ kind = LoRA, targets = { "q_proj" } }
+  end
+  local m = q.llama(cfg)
+  m:add_adapter{ kind = LoRA, targets = { "q_proj" } }
+  assert(held() > before, "attached adapters hold their functions")
+  m:remove_adapter("lora")
+  collectgarbage(); collectgarbage()
+  T.eq(held(), before, "registry entries left")
+end)
+
 T.case("gradient checkpointing re-runs Lua adapters in backward with the same gradients", function()
   local function grads(ckpt)
     local m = q.llama(cfg)

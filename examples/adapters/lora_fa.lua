@@ -27,4 +27,17 @@ function LoRAFA.peft_export(entries, info)
   return tensors, { peft_type = "LORA", task_type = "CAUSAL_LM", r = info.options.r, lora_alpha = info.options.alpha,
     target_modules = list, lora_dropout = 0.0, bias = "none", fan_in_fan_out = false, inference_mode = true }
 end
+-- From PEFT's LoRA files: r and alpha from the config, A and B per module
+function LoRAFA.peft_import(config, tensors)
+  local values, targets = {}, {}
+  for k, t in pairs(tensors) do
+    local site, which = k:match("^base_model%.model%.(.*)%.lora_([AB])%.weight$")
+    if site then
+      values[site] = values[site] or {}
+      values[site][which] = t
+      if which == "A" then targets[#targets + 1] = site end
+    end
+  end
+  return { targets = targets, options = { r = config.r, alpha = config.lora_alpha } }, values
+end
 return LoRAFA
