@@ -1,6 +1,6 @@
 -- Gated LoRA: y + tanh(g) * s * B A x with a learned gate g per layer, starting at 0 (closed), so
 -- the model is unchanged at init while B is random and both learn from the first step.
-return {
+local def = {
   kind = "gated_lora",
   targets = { "q_proj", "v_proj" },
   options = { r = 8, alpha = 16 },
@@ -13,3 +13,7 @@ return {
     return y + x:linear(p.A):linear(p.B) * (p.gate:tanh() * (site.options.alpha / site.options.r))
   end,
 }
+
+-- `qlora run examples/adapters/gated_lora.lua` runs check.lua on it (gradcheck, training, save and reload)
+if arg and arg[0] and ("/" .. arg[0]):match("/gated_lora%.lua$") then dofile((arg[0]:match("(.*/)") or "./") .. "check.lua")(def, "gated_lora") end
+return def

@@ -41,4 +41,6 @@ function IA3.peft_import(config, tensors)
   for _, m in ipairs(config.feedforward_modules or {}) do ff[m] = true end
   return { targets = targets, at = function(site) return ff[site.kind] and "linear_input" or "linear" end }, values
 end
+-- `qlora run examples/adapters/ia3.lua` runs check.lua on it (gradcheck, training, save and reload)
+if arg and arg[0] and ("/" .. arg[0]):match("/ia3%.lua$") then dofile((arg[0]:match("(.*/)") or "./") .. "check.lua")(IA3, "ia3") end
 return IA3

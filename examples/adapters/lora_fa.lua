@@ -40,4 +40,6 @@ function LoRAFA.peft_import(config, tensors)
   end
   return { targets = targets, options = { r = config.r, alpha = config.lora_alpha } }, values
 end
+-- `qlora run examples/adapters/lora_fa.lua` runs check.lua on it (gradcheck, training, save and reload)
+if arg and arg[0] and ("/" .. arg[0]):match("/lora_fa%.lua$") then dofile((arg[0]:match("(.*/)") or "./") .. "check.lua")(LoRAFA, "lora_fa") end
 return LoRAFA

@@ -27,4 +27,6 @@ function Prompt.peft_import(config, tensors)
   if not p then error("the file has no prompt_embeddings") end
   return { options = { tokens = p:shape(1) } }, { ["model.prefix"] = { prompt = p } }
 end
+-- `qlora run examples/adapters/prompt_tuning.lua` runs check.lua on it (gradcheck, training, save and reload)
+if arg and arg[0] and ("/" .. arg[0]):match("/prompt_tuning%.lua$") then dofile((arg[0]:match("(.*/)") or "./") .. "check.lua")(Prompt, "prompt_tuning") end
 return Prompt

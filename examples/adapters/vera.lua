@@ -56,4 +56,6 @@ function VeRA.peft_import(config, tensors)
   return { targets = targets, options = { r = config.r, d_init = config.d_initial or 0.1,
     max_in = A:shape(2), max_out = B:shape(1) } }, values
 end
+-- `qlora run examples/adapters/vera.lua` runs check.lua on it (gradcheck, training, save and reload)
+if arg and arg[0] and ("/" .. arg[0]):match("/vera%.lua$") then dofile((arg[0]:match("(.*/)") or "./") .. "check.lua")(VeRA, "vera") end
 return VeRA
