@@ -137,6 +137,22 @@ T.case("errors inside init and forward name the adapter and the site", function(
   T.errors(function() m:add_adapter{ init = Scale.init, forward = Scale.forward, targets = { "nope" } } end, "no module matches")
   m:add_adapter{ name = "x", init = Scale.init, forward = Scale.forward }
   T.errors(function() m:add_adapter{ name = "x", init = Scale.init, forward = Scale.forward } end, "already has an adapter named \"x\"")
+  -- hostile forwards: recursion into the model, yielding, a table as the error, removing itself
+  m:add_adapter{ name = "rec", targets = { "q_proj" }, layers = 0, init = Scale.init,
+    forward = function(x, y) m:forward(ids); return y end }
+  T.errors(function() m:forward(ids) end, "adapter \"rec\"")
+  m:remove_adapter("rec")
+  m:add_adapter{ name = "co", targets = { "q_proj" }, init = Scale.init, forward = function(x, y) coroutine.yield(1); return y end }
+  T.errors(function() m:forward(ids) end, "adapter \"co\"", "yield")
+  T.errors(function() coroutine.wrap(function() return m:forward(ids) end)() end, "adapter \"co\"", "yield")
+  m:remove_adapter("co")
+  m:add_adapter{ name = "tbl", targets = { "q_proj" }, init = Scale.init, forward = function() error({ 1 }) end }
+  T.errors(function() m:forward(ids) end, "adapter \"tbl\"", "error object is a table")
+  m:remove_adapter("tbl")
+  m:add_adapter{ name = "rm", targets = { "q_proj" }, init = Scale.init,
+    forward = function(x, y) m:remove_adapter("rm"); return y end }
+  m:forward(ids)
+  T.errors(function() m:remove_adapter("rm") end, "no adapter named \"rm\"")
   -- the model still works after all of that
   T.eq(m:forward(ids):shape(3), cfg.vocab, "forward")
 end)
