@@ -292,6 +292,24 @@ T.case("adapters release their Lua functions with their model or on removal", fu
   T.eq(held(), before, "registry entries left")
 end)
 
+-- the shifted cross-entropy from a model's logits, composed from q ops
+local function xent(logits, labels)
+  local b, t, v = logits:shape(1), logits:shape(2), logits:shape(3)
+  local lp = logits:slice(2, 1, t - 1):reshape({ b * (t - 1), v }):log_softmax()
+  local tgt = labels:slice(2, 2, t):reshape({ b * (t - 1), 1 })
+  return -(lp:gather(2, tgt):mean():item())
+end
+
+T.case("loss (which may skip the logits) sees adapters on the head and the prefix", function()
+  local m = q.llama(cfg)
+  m:add_adapter{ name = "head", targets = { "lm_head" }, init = function(site, q) return { s = q.full({ 1 }, 3) } end,
+    forward = function(x, y, p) return y * p.s end }
+  T.close(m:loss(ids):item(), xent(m:forward(ids), ids), 1e-5, 0, "adapter on lm_head")
+  m:remove_adapter("head")
+  m:add_adapter{ kind = dofile(root .. "examples/adapters/prompt_tuning.lua"), options = { tokens = 3 } }
+  T.close(m:loss(ids):item(), xent(m:forward(ids), ids), 1e-5, 0, "prefix")
+end)
+
 T.case("gradient checkpointing re-runs Lua adapters in backward with the same gradients", function()
   local function grads(ckpt)
     local m = q.llama(cfg)
