@@ -25,6 +25,10 @@ private let dispatcher: qlora_dispatch_fn = { state, index in
         return -1
     }
     let entry = boundFunctions[i]
+    // The running thread, for Swift code that calls back into Lua (script adapters).
+    let previous = Bindings.current
+    Bindings.current = L
+    defer { Bindings.current = previous }
     do {
         return try entry.body(LuaArgs(L, name: entry.name))
     } catch let e as LuaError {
@@ -46,6 +50,9 @@ private func named(_ text: String, _ function: String) -> String {
 
 enum Bindings {
     nonisolated(unsafe) private static var installed = false
+    /// The Lua thread of the bound function now running (nil outside any): callbacks into Lua
+    /// run on it, under lua_pcall.
+    nonisolated(unsafe) static var current: LuaState? = nil
 
     static func installDispatcher() {
         if installed { return }

@@ -40,8 +40,11 @@ enum LoRABindings {
             ("set_adapter", { a in
                 let m = try this(a)
                 let name = try a.string(2)
-                if m.linears.allSatisfy({ $0.adapter(named: name) == nil }) { throw a.fail("the model has no adapter named \"\(name)\"") }
+                if m.linears.allSatisfy({ $0.adapter(named: name) == nil }) && !AdapterBindings.has(m, name) {
+                    throw a.fail("the model has no adapter named \"\(name)\"")
+                }
                 for l in m.linears { l.activeAdapters = [name]; l.adaptersEnabled = true }
+                m.scriptActive = [name]; m.scriptEnabled = true
                 return 0
             }),
             // model:merge_adapter([name]) -> modules changed (default: the active adapters not merged yet)
@@ -71,8 +74,8 @@ enum LoRABindings {
                 TensorUserdata.push(a.L, w)
                 return 1
             }),
-            ("disable_adapters", { a in for l in try this(a).linears { l.adaptersEnabled = false }; return 0 }),
-            ("enable_adapters", { a in for l in try this(a).linears { l.adaptersEnabled = true }; return 0 }),
+            ("disable_adapters", { a in let m = try this(a); for l in m.linears { l.adaptersEnabled = false }; m.scriptEnabled = false; return 0 }),
+            ("enable_adapters", { a in let m = try this(a); for l in m.linears { l.adaptersEnabled = true }; m.scriptEnabled = true; return 0 }),
             // model:parameters{trainable = true} -> list of {name, tensor}
             ("parameters", { a in
                 let m = try this(a)
@@ -109,8 +112,8 @@ enum LoRABindings {
     }
 
     /// The tensors that can train: base weights made trainable by set_trainable (by Hugging Face
-    /// name), then LoRA tensors (A, B and DoRA magnitudes) by PEFT name. Frozen base weights are
-    /// not listed.
+    /// name), then LoRA tensors (A, B and DoRA magnitudes) by PEFT name, then the tensors of
+    /// adapters written in Lua ("<site>.<adapter>.<key>"). Frozen base weights are not listed.
     static func parameters(_ m: LlamaModel, trainableOnly: Bool) -> [(String, Tensor)] {
         var out: [(String, Tensor)] = m.baseParameters().filter { $0.tensor.requiresGrad }.map { ($0.name, $0.tensor) }
         for l in m.linears {
@@ -120,6 +123,7 @@ enum LoRABindings {
                 if let mag = ad.magnitude { out.append(("\(l.name).lora_magnitude_vector.\(n).weight", mag)) }
             }
         }
+        out += AdapterBindings.parameters(m)
         if trainableOnly { return out.filter { $0.1.requiresGrad } }
         return out
     }

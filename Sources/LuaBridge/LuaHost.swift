@@ -75,6 +75,7 @@ public final class LuaHost {
         try runModuleChunk(trainerSource, name: "=qlora.trainer", module: q)
         try runModuleChunk(tasksSource, name: "=qlora.tasks", module: q)
         try SweepBindings.install(L, moduleIndex: q)
+        try AdapterBindings.install(L, moduleIndex: q)
 
         // require "qlora" and the global `qlora`.
         lua_getglobal(L, "package")

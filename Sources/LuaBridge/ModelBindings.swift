@@ -21,7 +21,7 @@ enum ModelBindings {
     static func model(_ a: LuaArgs) throws -> LlamaModel { try a.object(1, modelName, as: ModelHandle.self).model }
 
     static func install(_ L: LuaState) {
-        ObjectUserdata.register(L, name: modelName, methods: methods() + LoRABindings.methods()) { o in
+        ObjectUserdata.register(L, name: modelName, methods: methods() + LoRABindings.methods() + AdapterBindings.methods()) { o in
             guard let m = (o as? ModelHandle)?.model else { return "Model" }
             return "Model(\(m.config.architecture), \(m.config.numLayers) layers, hidden \(m.config.hiddenSize), vocab \(m.config.vocabSize))"
         }

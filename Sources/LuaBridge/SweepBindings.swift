@@ -32,7 +32,7 @@ enum SweepBindings {
         luaPop(L, 1)
     }
 
-    private static func helpers() -> [(String, LuaFunction)] {
+    static func helpers() -> [(String, LuaFunction)] {
         [
             // sys.script() -> path, {args...} of the running script, or nil outside `qlora run`.
             ("script", { a in

@@ -158,6 +158,12 @@ enum TensorBindings {
             ("mul_", { a in let t = try a.tensor(1); try t.scaleIn(try a.number(2)); lua_pushvalue(a.L, 1); return 1 }),
             ("zero_", { a in let t = try a.tensor(1); try t.scaleIn(0); lua_pushvalue(a.L, 1); return 1 }),
             ("matmul", { a in push(a, try a.tensor(1).matmul(try a.tensor(2))) }),
+            // x:linear(w [, b]) = x w^T (+ b) for x [..., in], w [out, in]: no transposed copy of w
+            ("linear", { a in
+                var y = try a.tensor(1).linear(try a.tensor(2))
+                if let b = try a.optTensor(3) { y = try y.binary(.add, b) }
+                return push(a, y)
+            }),
             ("t", { a in
                 let t = try a.tensor(1)
                 if t.ndim != 2 { throw a.fail("expected a 2-d tensor, got shape \(Shape.describe(t.shape)); use transpose(a, b)") }

@@ -44,8 +44,15 @@ extension LlamaModel {
         let h = try input.binary(.add, Functional.rmsNorm(o, layer.postAttentionNorm, eps: c.rmsNormEps))
         let z = try Functional.rmsNorm(h, preFF, eps: c.rmsNormEps)
         let act = try Functional.geluTanh(layer.gate.forward(z, training: training))
-        let mlp = try layer.down.forward(act.binary(.mul, layer.up.forward(z, training: training)), training: training)
-        return try h.binary(.add, Functional.rmsNorm(mlp, postFF, eps: c.rmsNormEps))
+        var inner = try act.binary(.mul, layer.up.forward(z, training: training))
+        // adapters written in Lua: on the MLP activation, the MLP's output (after its norm, before
+        // the residual addition) and the block's output, as in Llama-style layers
+        let hooks = layer.scriptAdapters
+        if !hooks.isEmpty { inner = try ScriptAdapter.chain(hooks, .mlpAct, inner, active: scriptActive, enabled: scriptEnabled) }
+        var mlp = try Functional.rmsNorm(layer.down.forward(inner, training: training), postFF, eps: c.rmsNormEps)
+        if hooks.isEmpty { return try h.binary(.add, mlp) }
+        mlp = try ScriptAdapter.chain(hooks, .mlpOut, mlp, active: scriptActive, enabled: scriptEnabled)
+        return try ScriptAdapter.chain(hooks, .blockOut, h.binary(.add, mlp), active: scriptActive, enabled: scriptEnabled)
     }
 
     /// q [B, H, T, D], k and v [B, KV, S, D] (S = start + T): softmax(cap(q k^T scale) + mask) v.

@@ -28,6 +28,9 @@ public final class LinearModule {
     /// A dense base computes its forward product and input gradient in bf16 (the model's head
     /// under compute = "bf16"; set by LlamaModel.headCompute).
     public var denseBF16 = false
+    /// Adapters written in Lua at this layer (linear_input before it, linear after it), in the
+    /// order they were added; they follow activeAdapters and adaptersEnabled too.
+    public var scriptAdapters: [ScriptAdapter] = []
 
     public init(name: String, layer: Int?, base: LinearBase) throws {
         self.name = name
@@ -66,7 +69,19 @@ public final class LinearModule {
         }
     }
 
+    /// linear_input adapters, the layer with its LoRA adapters, then linear adapters (each reads
+    /// the layer's input as the layer received it and the output so far).
     public func forward(_ x: Tensor, training: Bool) throws -> Tensor {
+        if scriptAdapters.isEmpty { return try layerForward(x, training: training) }
+        let x2 = try ScriptAdapter.chain(scriptAdapters, .linearInput, x, active: activeAdapters, enabled: adaptersEnabled)
+        var y = try layerForward(x2, training: training)
+        for s in ScriptAdapter.running(scriptAdapters, .linear, active: activeAdapters, enabled: adaptersEnabled) {
+            y = try s.run([x2, y], shape: y.shape)
+        }
+        return y
+    }
+
+    func layerForward(_ x: Tensor, training: Bool) throws -> Tensor {
         if let fused = try fusedQuantLoRA(x, training: training) { return fused }
         let base = try baseForward(x)
         if !adaptersEnabled { return base }

@@ -18,6 +18,8 @@ public final class DecoderLayer {
     public var preFeedforwardNorm: Tensor?
     public var postFeedforwardNorm: Tensor?
     public let q, k, v, o, gate, up, down: LinearModule
+    /// Adapters written in Lua on this layer's MLP activation (mlp_act) and output (block_out).
+    public var scriptAdapters: [ScriptAdapter] = []
 
     public init(index: Int, inputNorm: Tensor, postAttentionNorm: Tensor, q: LinearModule, k: LinearModule,
                 v: LinearModule, o: LinearModule, gate: LinearModule, up: LinearModule, down: LinearModule,
@@ -70,6 +72,12 @@ public final class LlamaModel {
     public var gradientCheckpointing = false
     /// The configuration each named LoRA adapter was added with (what save_adapter writes).
     public var adapterConfigs: [String: LoRAConfig] = [:]
+    /// Adapters written in Lua on the embeddings (embed) and in front of the sequence (prefix).
+    public var modelScriptAdapters: [ScriptAdapter] = []
+    /// set_adapter / disable_adapters for the script adapters outside linear layers (the linear
+    /// ones follow their layer's activeAdapters and adaptersEnabled).
+    public var scriptActive: [String]? = nil
+    public var scriptEnabled = true
     /// Where the base model came from (adapter_config.json's base_model_name_or_path).
     public var sourcePath: String?
 
@@ -113,16 +121,37 @@ public final class LlamaModel {
         let c = config
         var h = try embedding.indexSelect(0, ids).to(.f32)      // [B, T, hidden]
         if c.gemma != nil { h = try h.binary(.mul, scalar: Double(Float(Double(c.hiddenSize).squareRoot()))) }
-        var (cos, sin) = try rope.tables(start: start, count: t)
-        var local = try localRope?.tables(start: start, count: t)
+        // script adapters on the embeddings, then virtual tokens in front (a sequence's first
+        // forward only: with a cache they are kept there like any other position)
+        var p = 0
+        if !modelScriptAdapters.isEmpty {
+            h = try ScriptAdapter.chain(modelScriptAdapters, .embed, h, active: scriptActive, enabled: scriptEnabled)
+            if start == 0 {
+                for s in ScriptAdapter.running(modelScriptAdapters, .prefix, active: scriptActive, enabled: scriptEnabled) {
+                    let n = try s.run([h], shape: nil)
+                    guard n.ndim == 3, n.shape[0] == b, n.shape[2] == c.hiddenSize, n.shape[1] >= h.shape[1] else {
+                        throw ModelError("\(s.describe()): forward returned shape \(Shape.describe(n.shape)), expected [\(b), P + \(h.shape[1]), \(c.hiddenSize)] (P virtual tokens in front)")
+                    }
+                    h = n
+                }
+                p = h.shape[1] - t
+            }
+        }
+        let tt = t + p
+        var (cos, sin) = try rope.tables(start: start, count: tt)
+        var local = try localRope?.tables(start: start, count: tt)
         var mask: Tensor? = nil
         if segmentIds != nil || positionIds != nil {
             if cache != nil { throw ModelError("segment_ids and position_ids cannot be used with a KV cache") }
             if let pos = positionIds {
-                (cos, sin) = try PackedInputs.ropeTables(rope, pos, batch: b, length: t)
-                if let lr = localRope { local = try PackedInputs.ropeTables(lr, pos, batch: b, length: t) }
+                let pp = p > 0 ? try LlamaModel.prefixedPositions(pos, prefix: p, batch: b, length: t) : pos
+                (cos, sin) = try PackedInputs.ropeTables(rope, pp, batch: b, length: tt)
+                if let lr = localRope { local = try PackedInputs.ropeTables(lr, pp, batch: b, length: tt) }
             }
-            if let seg = segmentIds { mask = try PackedInputs.attentionMask(seg, batch: b, length: t) }
+            if let seg = segmentIds {
+                mask = p > 0 ? try LlamaModel.prefixMask(seg, prefix: p, batch: b, length: t)
+                             : try PackedInputs.attentionMask(seg, batch: b, length: t)
+            }
         }
         for layer in layers {
             let sliding = c.gemma?.isSliding(layer.index) ?? false
@@ -138,7 +167,8 @@ public final class LlamaModel {
                 h = try run(h, cache)
             }
         }
-        cache?.length = start + t
+        cache?.length = start + tt
+        if p > 0 { h = try h.slice(1, p, tt) }               // the real tokens only (their logits)
         return try Functional.rmsNorm(h, norm, eps: c.rmsNormEps)
     }
 
@@ -169,8 +199,13 @@ public final class LlamaModel {
         let attn = try Functional.attention(qr, k, v, mask: mask).transpose(1, 2).reshape([b, t, c.numHeads * c.headDim])
         h = try h.binary(.add, layer.o.forward(attn, training: training))
         let y = try Functional.rmsNorm(h, layer.postAttentionNorm, eps: c.rmsNormEps)
-        let mlp = try Functional.swiglu(layer.gate.forward(y, training: training), layer.up.forward(y, training: training))
-        return try h.binary(.add, layer.down.forward(mlp, training: training))
+        var mlp = try Functional.swiglu(layer.gate.forward(y, training: training), layer.up.forward(y, training: training))
+        if layer.scriptAdapters.isEmpty { return try h.binary(.add, layer.down.forward(mlp, training: training)) }
+        mlp = try ScriptAdapter.chain(layer.scriptAdapters, .mlpAct, mlp, active: scriptActive, enabled: scriptEnabled)
+        let out = try ScriptAdapter.chain(layer.scriptAdapters, .mlpOut, layer.down.forward(mlp, training: training),
+                                          active: scriptActive, enabled: scriptEnabled)
+        h = try h.binary(.add, out)
+        return try ScriptAdapter.chain(layer.scriptAdapters, .blockOut, h, active: scriptActive, enabled: scriptEnabled)
     }
 
     /// Mean shifted cross-entropy of forward(ids) against labels (-100 ignored). With the fused
@@ -191,6 +226,7 @@ public final class LlamaModel {
         guard let head = lmHead else { return (embedding, headBF16) }
         guard case .dense(let w, let bias) = head.base, bias == nil else { return nil }
         let adapting = head.adaptersEnabled && head.adapters.contains { !$0.adapter.merged && (head.activeAdapters?.contains($0.name) ?? true) }
+            || head.adaptersEnabled && head.scriptAdapters.contains { head.activeAdapters?.contains($0.name) ?? true }
         return adapting ? nil : (w, head.denseBF16 && ComputeType.bf16Kernels)
     }
 }
