@@ -89,6 +89,25 @@ for _, family in ipairs({ "qwen3", "gemma2", "gemma3" }) do
   end)
 end
 
+T.case("gemma3: Lua adapters at mlp_act, mlp_out and block_out run inside Gemma layers and train", function()
+  local ref = q.load_tensors(fixtures .. "tiny-gemma3-logits.safetensors")
+  for _, at in ipairs({ "mlp_act", "mlp_out", "block_out" }) do
+    local model = q.load_model(fixtures .. "tiny-gemma3")
+    local n = model:add_adapter{ name = "scale", at = at,
+      -- a per-channel scale (a uniform one would vanish in the RMSNorm after the MLP)
+      init = function(site, qq) return { s = qq.rand({ at == "mlp_act" and site.intermediate_size or site.hidden_size }) + 0.5 } end,
+      forward = function(h, p) return h * p.s end }
+    T.eq(n, 4, at .. ": one site per layer")
+    local logits = model:forward(ref.input_ids)
+    assert(max_abs_diff(logits, ref.logits) > 1e-3, at .. ": the adapter changes the logits")
+    local loss = model:loss(ref.input_ids)
+    loss:backward()
+    local p = model:parameters{ trainable = true }
+    T.eq(#p, 4, at .. ": parameters")
+    assert(p[1].tensor.grad:abs():max():item() > 0, at .. ": a gradient reaches the adapter")
+  end
+end)
+
 T.case("Gemma config fields that qlora cannot honour are errors naming them", function()
   local src = fixtures .. "tiny-gemma3"
   local f = assert(io.open(src .. "/config.json", "rb")); local text = f:read("a"); f:close()
