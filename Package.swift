@@ -33,7 +33,7 @@ let package = Package(
         // NF4 / FP4 quantized tensors and the frozen 4-bit linear layer.
         .target(name: "Quant", dependencies: ["Tensor", "CKernels"], path: "Sources/Quant"),
         // Llama-family models, linear layers with LoRA adapters.
-        .target(name: "NN", dependencies: ["Tensor", "Quant"], path: "Sources/NN"),
+        .target(name: "NN", dependencies: ["Tensor", "Quant", "COpenBLAS"], path: "Sources/NN"),
         .target(name: "IO", dependencies: ["Tensor", "Quant", "NN"], path: "Sources/IO"),
         // Optimizers, learning-rate schedules, datasets and the trainer.
         .target(name: "Train", dependencies: ["Tensor", "Quant", "NN", "IO", "CKernels"], path: "Sources/Train"),
