@@ -5,7 +5,13 @@
 // executable.
 import PackageDescription
 
-let optimize: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
+// The kernels build warning-clean under -Wall -Wextra -Wmissing-prototypes (every function has
+// a prototype in a header its definition includes). -Werror only in CI (CI=true) or on request
+// (QLORA_WERROR=1): a fresh clone built by a newer clang with new warnings still builds.
+let werror = Context.environment["CI"] == "true" || Context.environment["QLORA_WERROR"] == "1"
+let kernelFlags: [CSetting] = [
+    .unsafeFlags(["-O3", "-fno-math-errno", "-Wall", "-Wextra", "-Wmissing-prototypes"] + (werror ? ["-Werror"] : [])),
+]
 
 let package = Package(
     name: "qlora",
@@ -19,7 +25,7 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         // Hot loops: a scalar reference per kernel plus AVX2 / AVX-512 versions, thread pool, RNG.
-        .target(name: "CKernels", path: "Sources/CKernels", cSettings: optimize),
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: kernelFlags),
         // The one C function through which Lua calls Swift (raises Lua errors on Swift's behalf).
         .target(name: "CLuaTrampoline", dependencies: ["CLua"], path: "Sources/CLuaTrampoline"),
         // OpenMPI's libmpi opened at run time (dlopen): qlora builds and runs where MPI is absent.
@@ -28,7 +34,7 @@ let package = Package(
         // NF4 / FP4 quantized tensors and the frozen 4-bit linear layer.
         .target(name: "Quant", dependencies: ["Tensor", "CKernels"], path: "Sources/Quant"),
         // Llama-family models, linear layers with LoRA adapters.
-        .target(name: "NN", dependencies: ["Tensor", "Quant"], path: "Sources/NN"),
+        .target(name: "NN", dependencies: ["Tensor", "Quant", "COpenBLAS"], path: "Sources/NN"),
         // A Jinja interpreter for chat templates (no dependencies).
         .target(name: "Jinja", path: "Sources/Jinja"),
         .target(name: "IO", dependencies: ["Tensor", "Quant", "NN", "Jinja", "CKernels"], path: "Sources/IO"),

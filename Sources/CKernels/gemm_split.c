@@ -10,14 +10,6 @@
 
 #include <stdatomic.h>
 
-#define CBLAS_ROW_MAJOR 101
-#define CBLAS_NO_TRANS 111
-#define CBLAS_TRANS 112
-void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-                 const float *b, int ldb, float beta, float *c, int ldc);
-void openblas_set_num_threads(int n);
-int openblas_get_num_threads(void);
-
 // below this many multiply-adds the product is one call (a hand-off costs more than it saves)
 #define GS_MIN_WORK (1 << 18)
 // tiles are whole multiples of GS_ALIGN rows/columns, at least GS_MIN_UNITS of them, with at

@@ -147,6 +147,10 @@ static const ql_red_table *const red_tables[QL_NLEVELS] = {&ql_red_scalar, &ql_r
                                                            &ql_red_avx512};
 static const ql_sm_table *const sm_tables[QL_NLEVELS] = {&ql_sm_scalar, &ql_sm_avx2,
                                                          &ql_sm_avx512};
+static const ql_opt_table *const opt_tables[QL_NLEVELS] = {&ql_opt_scalar, &ql_opt_avx2,
+                                                           &ql_opt_avx512};
+static const ql_q4_table *const q4_tables[QL_NLEVELS] = {&ql_q4_scalar, &ql_q4_avx2,
+                                                         &ql_q4_avx512};
 #else
 static const ql_ew_table *const ew_tables[QL_NLEVELS] = {&ql_ew_scalar, &ql_ew_scalar,
                                                          &ql_ew_scalar};
@@ -154,8 +158,14 @@ static const ql_red_table *const red_tables[QL_NLEVELS] = {&ql_red_scalar, &ql_r
                                                            &ql_red_scalar};
 static const ql_sm_table *const sm_tables[QL_NLEVELS] = {&ql_sm_scalar, &ql_sm_scalar,
                                                          &ql_sm_scalar};
+static const ql_opt_table *const opt_tables[QL_NLEVELS] = {&ql_opt_scalar, &ql_opt_scalar,
+                                                           &ql_opt_scalar};
+static const ql_q4_table *const q4_tables[QL_NLEVELS] = {&ql_q4_scalar, &ql_q4_scalar,
+                                                         &ql_q4_scalar};
 #endif
 
 const ql_ew_table *ql_ew(void) { return ew_tables[ql_impl_level()]; }
 const ql_red_table *ql_red(void) { return red_tables[ql_impl_level()]; }
 const ql_sm_table *ql_sm(void) { return sm_tables[ql_impl_level()]; }
+const ql_opt_table *ql_opt(void) { return opt_tables[ql_impl_level()]; }
+const ql_q4_table *ql_q4(void) { return q4_tables[ql_impl_level()]; }

@@ -86,9 +86,35 @@ typedef struct {
     void (*lsm_bwd)(const float *y, const float *dy, float s, float *dx, int64_t n); // dy-exp(y)*s
 } ql_sm_table;
 
+// Optimizer updates over one range (optim.c drivers; scalar reference there, optim_avx2.c,
+// optim_avx512.c). Every level gives the same bits. Arguments: the derived coefficients of
+// optim.c's optim_job.
+typedef void (*ql_adamw_range_fn)(float *p, const float *g, float *m, float *v, int64_t n,
+                                  float decay, int wd_on, float w1, int w1_small, float b2,
+                                  float w2, float neg_step, float bc2s, float eps);
+typedef void (*ql_sgd_range_fn)(float *p, const float *g, float *buf, int64_t n, float neg_lr,
+                                float mom, float keep, float wd, int wd_on, int mom_on,
+                                int nesterov, int first);
+typedef struct {
+    ql_adamw_range_fn adamw;
+    ql_sgd_range_fn sgd;
+} ql_opt_table;
+
+// 4-bit block quantization (quant_format.c drivers and scalar reference, quant_format_avx2.c,
+// quant_format_avx512.c): nblocks FULL blocks of `block` elements (a multiple of 32), `mid` the
+// 15 sorted midpoints, `code_of_rank` the code index of each rank. Every level gives the same bits.
+typedef struct {
+    void (*quantize_blocks)(const float *x, int64_t nblocks, int64_t block, const float *mid,
+                            const uint8_t *code_of_rank, uint8_t *packed, float *absmax);
+    void (*dequantize_blocks)(const uint8_t *packed, const float *absmax, int64_t nblocks,
+                              int64_t block, const float *code, float *out);
+} ql_q4_table;
+
 extern const ql_ew_table ql_ew_scalar, ql_ew_avx2, ql_ew_avx512;
 extern const ql_red_table ql_red_scalar, ql_red_avx2, ql_red_avx512;
 extern const ql_sm_table ql_sm_scalar, ql_sm_avx2, ql_sm_avx512;
+extern const ql_opt_table ql_opt_scalar, ql_opt_avx2, ql_opt_avx512;
+extern const ql_q4_table ql_q4_scalar, ql_q4_avx2, ql_q4_avx512;
 
 // The implemented level in use now: min(ql_isa_current(), best implemented) in [0, 2].
 int ql_impl_level(void);
@@ -96,6 +122,15 @@ int ql_impl_level(void);
 const ql_ew_table *ql_ew(void);
 const ql_red_table *ql_red(void);
 const ql_sm_table *ql_sm(void);
+const ql_opt_table *ql_opt(void);
+const ql_q4_table *ql_q4(void);
+
+// The scalar optimizer updates (optim.c), also the tails of the AVX2 kernels.
+void ql_adamw_range_scalar(float *p, const float *g, float *m, float *v, int64_t n, float decay,
+                           int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
+                           float bc2s, float eps);
+void ql_sgd_range_scalar(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
+                         float keep, float wd, int wd_on, int mom_on, int nesterov, int first);
 
 // Scalar-only kernels shared by every level.
 void ql_pow_scalar_ref(const float *x, float p, float *y, int64_t n);
@@ -117,6 +152,16 @@ static inline uint16_t ql_bf16_round_bits(float f) {
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u);
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
+
+// OpenBLAS entry points the kernels call (gemm_split.c, nn_attention.c). The library is linked
+// into the final binary; this target sees no cblas.h, so the few prototypes live here, once.
+#define CBLAS_ROW_MAJOR 101
+#define CBLAS_NO_TRANS 111
+#define CBLAS_TRANS 112
+void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a,
+                 int lda, const float *b, int ldb, float beta, float *c, int ldc);
+void openblas_set_num_threads(int n);
+int openblas_get_num_threads(void);
 
 // CPU feature bits beyond the levels (isa.c).
 int ql_cpu_has_f16c(void);

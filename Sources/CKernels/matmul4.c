@@ -86,9 +86,9 @@ static void *scratch_get(int slot, size_t bytes) {
 #define SCALAR_COLS 256     // scalar backward: columns of dx per task
 #define SMALL_ROWS 32       // small-M forward: rows of W per task
 #define SMALL_COLS 256      // small-M backward: columns of dx per task (a multiple of 32)
-#ifndef PANEL_TILE_MAX
-#define PANEL_TILE_MAX 256  // panel path: output columns per task, at most
-#endif
+_Static_assert(SMALL_COLS % 32 == 0, "small-M backward: bwd_cols takes column ranges of 32");
+// PANEL_TILE_MAX (panel path: output columns per task, at most) is in matmul4_internal.h, where
+// the ISA files check their scratch against it.
 #define PANEL_MIN_TASKS 8   // split further (columns, then rows of x) below this many
 #ifndef PANEL_MIN_ROWS
 #define PANEL_MIN_ROWS 256  // rows of x per task, at least, when rows are split

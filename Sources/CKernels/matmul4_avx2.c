@@ -20,6 +20,8 @@
 #define MR 6
 #define NR 16
 #define RC 256
+MM4_CHECK_PANEL(NR, RC, 8, sizeof(float)); // pack_b: 8 rows of f32, transposed 8 x 8
+_Static_assert(NR == 16, "pack_b's backward copies two 8-float vectors per panel row");
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -40,6 +40,8 @@
 #ifndef RC_BF16
 #define RC_BF16 1024
 #endif
+MM4_CHECK_PANEL(NR, RC, 16, sizeof(float));         // pack_b_f32: 16 rows of f32
+MM4_CHECK_PANEL(NR, RC_BF16, 16, sizeof(uint16_t)); // pack_b_bf16: 16 rows of bf16
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -112,6 +112,24 @@ extern const mm4_small_kernels mm4_small_avx2, mm4_small_avx512, mm4_small_avx51
 // Scratch for pack_b's dequantization (rows of one chunk before transposing).
 #define MM4_TMP_BYTES (64 * 1024)
 
+// Panel path: output columns per task, at most (matmul4.c; overridable with -D for tuning).
+#ifndef PANEL_TILE_MAX
+#define PANEL_TILE_MAX 256
+#endif
+
+// Compile-time checks of one level's panel constants (each ISA file states them next to its
+// #defines): the reduction chunk rc is a multiple of 32 (pack_a pads to 32, the small-M layout
+// works in steps of 32); forward pack_b dequantizes `rows` rows of one chunk (elements of `elem`
+// bytes, rows a divisor of nr) into the MM4_TMP_BYTES scratch; backward pack_b holds two rows
+// of a column tile (at most PANEL_TILE_MAX columns rounded up to nr) in 4-byte elements.
+#define MM4_CHECK_PANEL(nr, rc, rows, elem)                                                   \
+    _Static_assert((rc) % 32 == 0, "panel path: the reduction chunk must be a multiple of 32"); \
+    _Static_assert((nr) % (rows) == 0, "panel path: nr must be a multiple of pack_b's rows");   \
+    _Static_assert((size_t)(rows) * (size_t)(rc) * (elem) <= MM4_TMP_BYTES,                    \
+                   "panel path: forward pack_b's rows do not fit MM4_TMP_BYTES");              \
+    _Static_assert(2 * ((size_t)PANEL_TILE_MAX + (nr)) * 4 <= MM4_TMP_BYTES,                   \
+                   "panel path: backward pack_b's column tile does not fit MM4_TMP_BYTES")
+
 // Packed A: 4-byte elements per row of a micro-panel (the reduction padded to 32 elements).
 static inline int64_t mm4_a_rstride(int64_t R, int pair) {
     int64_t rp = (R + 31) & ~(int64_t)31;

@@ -17,13 +17,6 @@
 #include "vmath_avx2.h"
 #endif
 
-// OpenBLAS (linked into the final binary); the CKernels target has no cblas.h.
-#define CBLAS_ROW_MAJOR 101
-#define CBLAS_NO_TRANS 111
-#define CBLAS_TRANS 112
-void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-                 const float *b, int ldb, float beta, float *c, int ldc);
-
 // C [m, n] (row stride ldc) = alpha op(A) op(B) + beta C; lda, ldb the stored row strides.
 static void gemm_ld(int ta, int tb, int m, int n, int k, float alpha, const float *a, int64_t lda,
                     const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
@@ -106,11 +99,29 @@ static QL_TARGET_AVX2 void bw_row_v(float *p, float *dp, float lse, float delta,
 }
 #endif
 
+// ---- traits -----------------------------------------------------------------------------------
+// The family's traits table: index = ql_impl_level() (the AVX-512 levels use the AVX2 rows).
+typedef struct {
+    float (*sm_row)(float *p, int64_t len, int64_t s);
+    void (*bw_row)(float *p, float *dp, float lse, float delta, int64_t len, int64_t s);
+} at_kernels;
+
+static const at_kernels at_levels[QL_NLEVELS] = {
+    {sm_row_s, bw_row_s},
+#if QL_X86
+    {sm_row_v, bw_row_v},
+    {sm_row_v, bw_row_v},
+#else
+    {sm_row_s, bw_row_s},
+    {sm_row_s, bw_row_s},
+#endif
+};
+
 // ---- row tasks --------------------------------------------------------------------------------
 #define AT_ROWS 16 // rows per task
 
 typedef struct {
-    int vec;
+    const at_kernels *kern;
     int64_t t, s;
     float *p, *dp;
     float *lse;        // forward: out
@@ -121,74 +132,60 @@ typedef struct {
 
 static inline int64_t allowed(const at_rows *j, int64_t i) { return j->s - j->t + i + 1; }
 
-static void sm_task(void *ctx, int64_t task) {
-    const at_rows *j = ctx;
+static void sm_task(const at_rows *j, int64_t task) {
     int64_t i0 = j->r0 + task * AT_ROWS, i1 = i0 + AT_ROWS < j->r1 ? i0 + AT_ROWS : j->r1;
-    for (int64_t i = i0; i < i1; i++) {
-        float *p = j->p + i * j->s;
-#if QL_X86
-        if (j->vec) { j->lse[i] = sm_row_v(p, allowed(j, i), j->s); continue; }
-#endif
-        j->lse[i] = sm_row_s(p, allowed(j, i), j->s);
-    }
+    for (int64_t i = i0; i < i1; i++) j->lse[i] = j->kern->sm_row(j->p + i * j->s, allowed(j, i), j->s);
 }
 
-static void bw_task(void *ctx, int64_t task) {
-    const at_rows *j = ctx;
+static void bw_task(const at_rows *j, int64_t task) {
     int64_t i0 = j->r0 + task * AT_ROWS, i1 = i0 + AT_ROWS < j->r1 ? i0 + AT_ROWS : j->r1;
-    for (int64_t i = i0; i < i1; i++) {
-        float *p = j->p + i * j->s, *dp = j->dp + i * j->s;
-#if QL_X86
-        if (j->vec) { bw_row_v(p, dp, j->lsei[i], j->delta[i], allowed(j, i), j->s); continue; }
-#endif
-        bw_row_s(p, dp, j->lsei[i], j->delta[i], allowed(j, i), j->s);
-    }
+    for (int64_t i = i0; i < i1; i++)
+        j->kern->bw_row(j->p + i * j->s, j->dp + i * j->s, j->lsei[i], j->delta[i], allowed(j, i), j->s);
 }
-
-static int use_vec(void) { return QL_X86 && ql_isa_current() >= QL_ISA_AVX2; }
 
 // ---- drivers ----------------------------------------------------------------------------------
 // OpenBLAS runs single-threaded inside the head tasks (ql_blas_single_thread): each head's
 // products are small (t x s x d), so two heads at once on two threads beat one head's product
-// split in two.
+// split in two. The heads are cut into one contiguous part per thread (the ranges the pool would
+// give each thread anyway), and the caller allocates every part's scratch in one block before
+// the pool starts, so no pool thread allocates or can fail.
 
-typedef struct {
-    int vec;
+typedef struct at_job at_job;
+typedef void (*at_head_fn)(const at_job *J, int64_t task, float *scratch);
+
+struct at_job {
+    const at_kernels *kern;
     const float *q, *k, *v, *out, *dout;
     float *o, *lse, *dq, *dk, *dv;
     const float *lsei;
     int64_t h, kv, t, s, d;
     float scale;
-    int failed;
-} at_job;
+    at_head_fn head;
+    int64_t ntasks, nparts;
+    float *scratch;
+    int64_t per_part; // floats of scratch per part
+};
 
-// Forward for one (batch, head): task = bi * h + hi.
-static void fwd_head(void *ctx, int64_t task) {
-    at_job *J = ctx;
+// Forward for one (batch, head): task = bi * h + hi. p: t*s floats.
+static void fwd_head(const at_job *J, int64_t task, float *p) {
     int64_t t = J->t, s = J->s, d = J->d, rep = J->h / J->kv;
     int64_t bi = task / J->h, hi = task % J->h, g = bi * J->kv + hi / rep, bh = task;
-    float *p = malloc((size_t)(t * s) * sizeof(float));
-    if (!p) { J->failed = 1; return; }
     const float *qh = J->q + bh * t * d, *kh = J->k + g * s * d, *vh = J->v + g * s * d;
     for (int64_t i0 = 0; i0 < t; i0 += AT_QBLOCK) {
         int64_t i1 = i0 + AT_QBLOCK < t ? i0 + AT_QBLOCK : t, rows = i1 - i0, keys = s - t + i1;
         float *pb = p + i0 * s;
         gemm_ld(0, 1, (int)rows, (int)keys, (int)d, J->scale, qh + i0 * d, d, kh, d, 0.0f, pb, s);
-        at_rows j = {.vec = J->vec, .t = t, .s = s, .p = p, .lse = J->lse + bh * t, .r0 = i0, .r1 = i1};
+        at_rows j = {.kern = J->kern, .t = t, .s = s, .p = p, .lse = J->lse + bh * t, .r0 = i0, .r1 = i1};
         for (int64_t r = 0; r < (rows + AT_ROWS - 1) / AT_ROWS; r++) sm_task(&j, r);
         gemm_ld(0, 0, (int)rows, (int)d, (int)keys, 1.0f, pb, s, vh, d, 0.0f, J->o + (bh * t + i0) * d, d);
     }
-    free(p);
 }
 
 // Backward for one (batch, kv head) and every query head sharing it, in head order, so dk and
-// dv have one writer and one summation order: task = bi * kv + gi.
-static void bwd_group(void *ctx, int64_t task) {
-    at_job *J = ctx;
+// dv have one writer and one summation order: task = bi * kv + gi. p: 2*t*s + t floats.
+static void bwd_group(const at_job *J, int64_t task, float *p) {
     int64_t t = J->t, s = J->s, d = J->d, rep = J->h / J->kv;
     int64_t bi = task / J->kv, g = task;
-    float *p = malloc((size_t)(2 * t * s + t) * sizeof(float));
-    if (!p) { J->failed = 1; return; }
     float *dp = p + t * s, *delta = dp + t * s;
     const float *kh = J->k + g * s * d, *vh = J->v + g * s * d;
     if (J->dk) memset(J->dk + g * s * d, 0, (size_t)(s * d) * sizeof(float));
@@ -206,7 +203,7 @@ static void bwd_group(void *ctx, int64_t task) {
             float *pb = p + i0 * s, *dpb = dp + i0 * s;
             gemm_ld(0, 1, (int)rows, (int)keys, (int)d, J->scale, qh + i0 * d, d, kh, d, 0.0f, pb, s);   // scores
             gemm_ld(0, 1, (int)rows, (int)keys, (int)d, 1.0f, doh + i0 * d, d, vh, d, 0.0f, dpb, s);      // dP = dO V^T
-            at_rows j = {.vec = J->vec, .t = t, .s = s, .p = p, .dp = dp, .lsei = J->lsei + bh * t,
+            at_rows j = {.kern = J->kern, .t = t, .s = s, .p = p, .dp = dp, .lsei = J->lsei + bh * t,
                          .delta = delta, .r0 = i0, .r1 = i1};
             for (int64_t r = 0; r < (rows + AT_ROWS - 1) / AT_ROWS; r++) bw_task(&j, r);          // P, dS
             if (J->dq) gemm_ld(0, 0, (int)rows, (int)d, (int)keys, J->scale, dpb, s, kh, d, 0.0f, J->dq + (bh * t + i0) * d, d);
@@ -214,50 +211,74 @@ static void bwd_group(void *ctx, int64_t task) {
             if (J->dv) gemm_ld(1, 0, (int)keys, (int)d, (int)rows, 1.0f, pb, s, doh + i0 * d, d, 1.0f, J->dv + g * s * d, d);
         }
     }
-    free(p);
 }
 
-// Runs the tasks on the pool with OpenBLAS single-threaded inside them.
-static void run_heads(int64_t ntasks, ql_task_fn fn, at_job *J) {
+static void run_part(void *ctx, int64_t part) {
+    const at_job *J = ctx;
+    int64_t t0 = part * J->ntasks / J->nparts, t1 = (part + 1) * J->ntasks / J->nparts;
+    float *scratch = J->scratch + part * J->per_part;
+    for (int64_t task = t0; task < t1; task++) J->head(J, task, scratch);
+}
+
+// Runs J->head for tasks [0, ntasks) on the pool with OpenBLAS single-threaded inside them, each
+// part with per_part floats of scratch. Returns 0, or -1 when the scratch cannot be allocated
+// (nothing computed).
+static int run_heads(at_job *J, int64_t ntasks, at_head_fn head, int64_t per_part) {
+    int64_t nparts = ql_threads();
+    if (nparts > ntasks) nparts = ntasks;
+    if (nparts < 1) nparts = 1;
+    if (per_part <= 0 || (uint64_t)per_part > SIZE_MAX / sizeof(float) / (uint64_t)nparts) return -1;
+    float *scratch = malloc((size_t)(per_part * nparts) * sizeof(float));
+    if (!scratch) return -1;
+    J->head = head;
+    J->ntasks = ntasks;
+    J->nparts = nparts;
+    J->scratch = scratch;
+    J->per_part = per_part;
     ql_blas_single_thread();
-    ql_parallel_for(ntasks, fn, J);
-    if (J->failed) abort();
+    ql_parallel_for(nparts, run_part, J);
+    free(scratch);
+    return 0;
 }
 
-static void at_fwd(int vec, const float *q, const float *k, const float *v, float *out, float *lse,
-                   int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d, float scale) {
-    if (b <= 0 || h <= 0 || t <= 0 || d <= 0) return;
-    at_job J = {.vec = vec, .q = q, .k = k, .v = v, .o = out, .lse = lse, .h = h, .kv = kv, .t = t,
+static int at_fwd(const at_kernels *kern, const float *q, const float *k, const float *v, float *out,
+                  float *lse, int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d,
+                  float scale) {
+    if (b <= 0 || h <= 0 || t <= 0 || d <= 0) return 0;
+    at_job J = {.kern = kern, .q = q, .k = k, .v = v, .o = out, .lse = lse, .h = h, .kv = kv, .t = t,
                 .s = s, .d = d, .scale = scale};
-    run_heads(b * h, fwd_head, &J);
+    if (s > INT64_MAX / t) return -1; // t * s floats of scratch: not addressable
+    return run_heads(&J, b * h, fwd_head, t * s);
 }
 
-static void at_bwd(int vec, const float *q, const float *k, const float *v, const float *out,
-                   const float *lse, const float *dout, float *dq, float *dk, float *dv, int64_t b,
-                   int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d, float scale) {
-    if (b <= 0 || h <= 0 || t <= 0 || d <= 0) return;
-    at_job J = {.vec = vec, .q = q, .k = k, .v = v, .out = out, .dout = dout, .lsei = lse, .dq = dq,
+static int at_bwd(const at_kernels *kern, const float *q, const float *k, const float *v,
+                  const float *out, const float *lse, const float *dout, float *dq, float *dk,
+                  float *dv, int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d,
+                  float scale) {
+    if (b <= 0 || h <= 0 || t <= 0 || d <= 0) return 0;
+    at_job J = {.kern = kern, .q = q, .k = k, .v = v, .out = out, .dout = dout, .lsei = lse, .dq = dq,
                 .dk = dk, .dv = dv, .h = h, .kv = kv, .t = t, .s = s, .d = d, .scale = scale};
-    run_heads(b * kv, bwd_group, &J);
+    if (s > (INT64_MAX - t) / 2 / t) return -1; // 2*t*s + t floats of scratch: not addressable
+    return run_heads(&J, b * kv, bwd_group, 2 * t * s + t);
 }
 
-void ql_attention_f32(const float *q, const float *k, const float *v, float *out, float *lse,
+int ql_attention_f32(const float *q, const float *k, const float *v, float *out, float *lse,
                       int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d, float scale) {
-    at_fwd(use_vec(), q, k, v, out, lse, b, h, kv, t, s, d, scale);
+    return at_fwd(&at_levels[ql_impl_level()], q, k, v, out, lse, b, h, kv, t, s, d, scale);
 }
-void ql_attention_f32_ref(const float *q, const float *k, const float *v, float *out, float *lse,
+int ql_attention_f32_ref(const float *q, const float *k, const float *v, float *out, float *lse,
                           int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d, float scale) {
-    at_fwd(0, q, k, v, out, lse, b, h, kv, t, s, d, scale);
+    return at_fwd(&at_levels[0], q, k, v, out, lse, b, h, kv, t, s, d, scale);
 }
-void ql_attention_backward_f32(const float *q, const float *k, const float *v, const float *out,
+int ql_attention_backward_f32(const float *q, const float *k, const float *v, const float *out,
                                const float *lse, const float *dout, float *dq, float *dk, float *dv,
                                int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d,
                                float scale) {
-    at_bwd(use_vec(), q, k, v, out, lse, dout, dq, dk, dv, b, h, kv, t, s, d, scale);
+    return at_bwd(&at_levels[ql_impl_level()], q, k, v, out, lse, dout, dq, dk, dv, b, h, kv, t, s, d, scale);
 }
-void ql_attention_backward_f32_ref(const float *q, const float *k, const float *v, const float *out,
+int ql_attention_backward_f32_ref(const float *q, const float *k, const float *v, const float *out,
                                    const float *lse, const float *dout, float *dq, float *dk,
                                    float *dv, int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s,
                                    int64_t d, float scale) {
-    at_bwd(0, q, k, v, out, lse, dout, dq, dk, dv, b, h, kv, t, s, d, scale);
+    return at_bwd(&at_levels[0], q, k, v, out, lse, dout, dq, dk, dv, b, h, kv, t, s, d, scale);
 }

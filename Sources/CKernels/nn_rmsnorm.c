@@ -104,15 +104,32 @@ static QL_TARGET_AVX2 void dw_cols_v(const float *x, const float *rstd, const fl
 #endif
 
 // ---- drivers ----------------------------------------------------------------------------------
+// The family's traits table: index = ql_impl_level() (the AVX-512 levels use the AVX2 rows).
 typedef struct {
-    int vec;
+    void (*fwd_row)(const float *x, const float *w, float eps, float *y, float *rstd, int64_t n);
+    void (*bwd_row)(const float *x, const float *w, float r, const float *dy, float *dx, int64_t n);
+    void (*dw_cols)(const float *x, const float *rstd, const float *dy, float *dw, int64_t rows,
+                    int64_t n, int64_t j0, int64_t j1);
+} rn_kernels;
+
+static const rn_kernels rn_levels[QL_NLEVELS] = {
+    {fwd_row_s, bwd_row_s, dw_cols_s},
+#if QL_X86
+    {fwd_row_v, bwd_row_v, dw_cols_v},
+    {fwd_row_v, bwd_row_v, dw_cols_v},
+#else
+    {fwd_row_s, bwd_row_s, dw_cols_s},
+    {fwd_row_s, bwd_row_s, dw_cols_s},
+#endif
+};
+
+typedef struct {
+    const rn_kernels *k;
     const float *x, *w, *rstd_in, *dy;
     float eps;
     float *y, *rstd, *dx, *dw;
     int64_t rows, n, per;
 } rn_job;
-
-static int use_vec(void) { return QL_X86 && ql_isa_current() >= QL_ISA_AVX2; }
 
 static int64_t rows_per_task(int64_t n) {
     int64_t r = 16384 / (n > 0 ? n : 1);
@@ -123,10 +140,7 @@ static void fwd_task(void *ctx, int64_t t) {
     const rn_job *j = ctx;
     int64_t r0 = t * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
     for (int64_t r = r0; r < r1; r++) {
-#if QL_X86
-        if (j->vec) { fwd_row_v(j->x + r * j->n, j->w, j->eps, j->y + r * j->n, j->rstd + r, j->n); continue; }
-#endif
-        fwd_row_s(j->x + r * j->n, j->w, j->eps, j->y + r * j->n, j->rstd + r, j->n);
+        j->k->fwd_row(j->x + r * j->n, j->w, j->eps, j->y + r * j->n, j->rstd + r, j->n);
     }
 }
 
@@ -134,49 +148,43 @@ static void bwd_task(void *ctx, int64_t t) {
     const rn_job *j = ctx;
     int64_t r0 = t * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
     for (int64_t r = r0; r < r1; r++) {
-#if QL_X86
-        if (j->vec) { bwd_row_v(j->x + r * j->n, j->w, j->rstd_in[r], j->dy + r * j->n, j->dx + r * j->n, j->n); continue; }
-#endif
-        bwd_row_s(j->x + r * j->n, j->w, j->rstd_in[r], j->dy + r * j->n, j->dx + r * j->n, j->n);
+        j->k->bwd_row(j->x + r * j->n, j->w, j->rstd_in[r], j->dy + r * j->n, j->dx + r * j->n, j->n);
     }
 }
 
 static void dw_task(void *ctx, int64_t t) {
     const rn_job *j = ctx;
     int64_t c0 = t * RN_COLS, c1 = c0 + RN_COLS < j->n ? c0 + RN_COLS : j->n;
-#if QL_X86
-    if (j->vec) { dw_cols_v(j->x, j->rstd_in, j->dy, j->dw, j->rows, j->n, c0, c1); return; }
-#endif
-    dw_cols_s(j->x, j->rstd_in, j->dy, j->dw, j->rows, j->n, c0, c1);
+    j->k->dw_cols(j->x, j->rstd_in, j->dy, j->dw, j->rows, j->n, c0, c1);
 }
 
-static void rn_fwd(int vec, const float *x, const float *w, float eps, float *y, float *rstd, int64_t rows, int64_t n) {
+static void rn_fwd(const rn_kernels *k, const float *x, const float *w, float eps, float *y, float *rstd, int64_t rows, int64_t n) {
     if (rows <= 0 || n <= 0) return;
-    rn_job j = {.vec = vec, .x = x, .w = w, .eps = eps, .y = y, .rstd = rstd, .rows = rows, .n = n,
+    rn_job j = {.k = k, .x = x, .w = w, .eps = eps, .y = y, .rstd = rstd, .rows = rows, .n = n,
                 .per = rows_per_task(n)};
     ql_parallel_for((rows + j.per - 1) / j.per, fwd_task, &j);
 }
 
-static void rn_bwd(int vec, const float *x, const float *w, const float *rstd, const float *dy, float *dx,
+static void rn_bwd(const rn_kernels *k, const float *x, const float *w, const float *rstd, const float *dy, float *dx,
                    float *dw, int64_t rows, int64_t n) {
     if (n <= 0) return;
-    rn_job j = {.vec = vec, .x = x, .w = w, .rstd_in = rstd, .dy = dy, .dx = dx, .dw = dw, .rows = rows,
+    rn_job j = {.k = k, .x = x, .w = w, .rstd_in = rstd, .dy = dy, .dx = dx, .dw = dw, .rows = rows,
                 .n = n, .per = rows_per_task(n)};
     if (dx && rows > 0) ql_parallel_for((rows + j.per - 1) / j.per, bwd_task, &j);
     if (dw) ql_parallel_for((n + RN_COLS - 1) / RN_COLS, dw_task, &j);
 }
 
 void ql_rmsnorm_f32(const float *x, const float *w, float eps, float *y, float *rstd, int64_t rows, int64_t n) {
-    rn_fwd(use_vec(), x, w, eps, y, rstd, rows, n);
+    rn_fwd(&rn_levels[ql_impl_level()], x, w, eps, y, rstd, rows, n);
 }
 void ql_rmsnorm_f32_ref(const float *x, const float *w, float eps, float *y, float *rstd, int64_t rows, int64_t n) {
-    rn_fwd(0, x, w, eps, y, rstd, rows, n);
+    rn_fwd(&rn_levels[0], x, w, eps, y, rstd, rows, n);
 }
 void ql_rmsnorm_backward_f32(const float *x, const float *w, const float *rstd, const float *dy, float *dx,
                              float *dw, int64_t rows, int64_t n) {
-    rn_bwd(use_vec(), x, w, rstd, dy, dx, dw, rows, n);
+    rn_bwd(&rn_levels[ql_impl_level()], x, w, rstd, dy, dx, dw, rows, n);
 }
 void ql_rmsnorm_backward_f32_ref(const float *x, const float *w, const float *rstd, const float *dy,
                                  float *dx, float *dw, int64_t rows, int64_t n) {
-    rn_bwd(0, x, w, rstd, dy, dx, dw, rows, n);
+    rn_bwd(&rn_levels[0], x, w, rstd, dy, dx, dw, rows, n);
 }

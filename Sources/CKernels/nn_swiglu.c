@@ -52,8 +52,25 @@ static QL_TARGET_AVX2 void bwd_v(const float *g, const float *u, const float *dy
 }
 #endif
 
+// The family's traits table: index = ql_impl_level() (the AVX-512 levels use the AVX2 rows).
 typedef struct {
-    int vec;
+    void (*fwd)(const float *g, const float *u, float *y, int64_t n);
+    void (*bwd)(const float *g, const float *u, const float *dy, float *dg, float *du, int64_t n);
+} sg_kernels;
+
+static const sg_kernels sg_levels[QL_NLEVELS] = {
+    {fwd_s, bwd_s},
+#if QL_X86
+    {fwd_v, bwd_v},
+    {fwd_v, bwd_v},
+#else
+    {fwd_s, bwd_s},
+    {fwd_s, bwd_s},
+#endif
+};
+
+typedef struct {
+    const sg_kernels *k;
     const float *g, *u, *dy;
     float *y, *dg, *du;
     int64_t n;
@@ -62,23 +79,15 @@ typedef struct {
 static void fwd_task(void *ctx, int64_t t) {
     const sg_job *j = ctx;
     int64_t lo = t * QL_EW_CHUNK, len = j->n - lo < QL_EW_CHUNK ? j->n - lo : QL_EW_CHUNK;
-#if QL_X86
-    if (j->vec) { fwd_v(j->g + lo, j->u + lo, j->y + lo, len); return; }
-#endif
-    fwd_s(j->g + lo, j->u + lo, j->y + lo, len);
+    j->k->fwd(j->g + lo, j->u + lo, j->y + lo, len);
 }
 
 static void bwd_task(void *ctx, int64_t t) {
     const sg_job *j = ctx;
     int64_t lo = t * QL_EW_CHUNK, len = j->n - lo < QL_EW_CHUNK ? j->n - lo : QL_EW_CHUNK;
     float *dg = j->dg ? j->dg + lo : NULL, *du = j->du ? j->du + lo : NULL;
-#if QL_X86
-    if (j->vec) { bwd_v(j->g + lo, j->u + lo, j->dy + lo, dg, du, len); return; }
-#endif
-    bwd_s(j->g + lo, j->u + lo, j->dy + lo, dg, du, len);
+    j->k->bwd(j->g + lo, j->u + lo, j->dy + lo, dg, du, len);
 }
-
-static int use_vec(void) { return QL_X86 && ql_isa_current() >= QL_ISA_AVX2; }
 
 static void run(int64_t n, ql_task_fn fn, void *ctx) {
     int64_t nt = (n + QL_EW_CHUNK - 1) / QL_EW_CHUNK;
@@ -87,19 +96,19 @@ static void run(int64_t n, ql_task_fn fn, void *ctx) {
 }
 
 void ql_swiglu_f32(const float *g, const float *u, float *y, int64_t n) {
-    sg_job j = {.vec = use_vec(), .g = g, .u = u, .y = y, .n = n};
+    sg_job j = {.k = &sg_levels[ql_impl_level()], .g = g, .u = u, .y = y, .n = n};
     run(n, fwd_task, &j);
 }
 void ql_swiglu_f32_ref(const float *g, const float *u, float *y, int64_t n) {
-    sg_job j = {.vec = 0, .g = g, .u = u, .y = y, .n = n};
+    sg_job j = {.k = &sg_levels[0], .g = g, .u = u, .y = y, .n = n};
     run(n, fwd_task, &j);
 }
 void ql_swiglu_backward_f32(const float *g, const float *u, const float *dy, float *dg, float *du, int64_t n) {
-    sg_job j = {.vec = use_vec(), .g = g, .u = u, .dy = dy, .dg = dg, .du = du, .n = n};
+    sg_job j = {.k = &sg_levels[ql_impl_level()], .g = g, .u = u, .dy = dy, .dg = dg, .du = du, .n = n};
     run(n, bwd_task, &j);
 }
 void ql_swiglu_backward_f32_ref(const float *g, const float *u, const float *dy, float *dg, float *du,
                                 int64_t n) {
-    sg_job j = {.vec = 0, .g = g, .u = u, .dy = dy, .dg = dg, .du = du, .n = n};
+    sg_job j = {.k = &sg_levels[0], .g = g, .u = u, .dy = dy, .dg = dg, .du = du, .n = n};
     run(n, bwd_task, &j);
 }

@@ -59,8 +59,25 @@ static QL_TARGET_AVX2 void grad_row_v(const float *x, float lse, float scale, fl
 }
 #endif
 
+// The family's traits table: index = ql_impl_level() (the AVX-512 levels use the AVX2 rows).
 typedef struct {
-    int vec;
+    float (*lse_row)(const float *x, int64_t v);
+    void (*grad_row)(const float *x, float lse, float scale, float *dx, int64_t v);
+} xe_kernels;
+
+static const xe_kernels xe_levels[QL_NLEVELS] = {
+    {lse_row_s, grad_row_s},
+#if QL_X86
+    {lse_row_v, grad_row_v},
+    {lse_row_v, grad_row_v},
+#else
+    {lse_row_s, grad_row_s},
+    {lse_row_s, grad_row_s},
+#endif
+};
+
+typedef struct {
+    const xe_kernels *k;
     const float *logits;
     int64_t per, bstride, v;
     const int64_t *target;
@@ -73,11 +90,7 @@ typedef struct {
 static void fwd_task(void *ctx, int64_t r) {
     const xe_job *j = ctx;
     const float *x = j->logits + (r / j->per) * j->bstride + (r % j->per) * j->v;
-    float l;
-#if QL_X86
-    if (j->vec) l = lse_row_v(x, j->v); else
-#endif
-    l = lse_row_s(x, j->v);
+    float l = j->k->lse_row(x, j->v);
     j->lse[r] = l;
     int64_t y = j->target[r];
     j->loss[r] = y < 0 ? 0.0f : l - x[y];
@@ -90,44 +103,39 @@ static void bwd_task(void *ctx, int64_t r) {
     float *dx = j->dx + off;
     int64_t y = j->target[r];
     if (y < 0) { for (int64_t i = 0; i < j->v; i++) dx[i] = 0.0f; return; }
-#if QL_X86
-    if (j->vec) grad_row_v(x, j->lse_in[r], j->scale, dx, j->v); else
-#endif
-    grad_row_s(x, j->lse_in[r], j->scale, dx, j->v);
+    j->k->grad_row(x, j->lse_in[r], j->scale, dx, j->v);
     dx[y] -= j->scale;
 }
 
-static int use_vec(void) { return QL_X86 && ql_isa_current() >= QL_ISA_AVX2; }
-
-static void xe_fwd(int vec, const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
+static void xe_fwd(const xe_kernels *k, const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
                    const int64_t *target, float *lse, float *loss) {
     if (batch * per <= 0 || v <= 0) return;
-    xe_job j = {.vec = vec, .logits = logits, .per = per, .bstride = bstride, .v = v, .target = target,
+    xe_job j = {.k = k, .logits = logits, .per = per, .bstride = bstride, .v = v, .target = target,
                 .lse = lse, .loss = loss};
     ql_parallel_for(batch * per, fwd_task, &j);
 }
 
-static void xe_bwd(int vec, const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
+static void xe_bwd(const xe_kernels *k, const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
                    const int64_t *target, const float *lse, float scale, float *dx) {
     if (batch * per <= 0 || v <= 0) return;
-    xe_job j = {.vec = vec, .logits = logits, .per = per, .bstride = bstride, .v = v, .target = target,
+    xe_job j = {.k = k, .logits = logits, .per = per, .bstride = bstride, .v = v, .target = target,
                 .lse_in = lse, .scale = scale, .dx = dx};
     ql_parallel_for(batch * per, bwd_task, &j);
 }
 
 void ql_xent_f32(const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
                  const int64_t *target, float *lse, float *loss) {
-    xe_fwd(use_vec(), logits, batch, per, bstride, v, target, lse, loss);
+    xe_fwd(&xe_levels[ql_impl_level()], logits, batch, per, bstride, v, target, lse, loss);
 }
 void ql_xent_f32_ref(const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
                      const int64_t *target, float *lse, float *loss) {
-    xe_fwd(0, logits, batch, per, bstride, v, target, lse, loss);
+    xe_fwd(&xe_levels[0], logits, batch, per, bstride, v, target, lse, loss);
 }
 void ql_xent_backward_f32(const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
                           const int64_t *target, const float *lse, float scale, float *dx) {
-    xe_bwd(use_vec(), logits, batch, per, bstride, v, target, lse, scale, dx);
+    xe_bwd(&xe_levels[ql_impl_level()], logits, batch, per, bstride, v, target, lse, scale, dx);
 }
 void ql_xent_backward_f32_ref(const float *logits, int64_t batch, int64_t per, int64_t bstride, int64_t v,
                               const int64_t *target, const float *lse, float scale, float *dx) {
-    xe_bwd(0, logits, batch, per, bstride, v, target, lse, scale, dx);
+    xe_bwd(&xe_levels[0], logits, batch, per, bstride, v, target, lse, scale, dx);
 }

@@ -16,23 +16,6 @@
 
 #pragma STDC FP_CONTRACT OFF
 
-// Per-level kernels over one range (optim_avx2.c, optim_avx512.c; prototypes repeated there).
-void ql_adamw_range_scalar(float *p, const float *g, float *m, float *v, int64_t n, float decay,
-                           int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
-                           float bc2s, float eps);
-void ql_adamw_range_avx2(float *p, const float *g, float *m, float *v, int64_t n, float decay,
-                         int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
-                         float bc2s, float eps);
-void ql_adamw_range_avx512(float *p, const float *g, float *m, float *v, int64_t n, float decay,
-                           int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
-                           float bc2s, float eps);
-void ql_sgd_range_scalar(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
-                         float keep, float wd, int wd_on, int mom_on, int nesterov, int first);
-void ql_sgd_range_avx2(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
-                       float keep, float wd, int wd_on, int mom_on, int nesterov, int first);
-void ql_sgd_range_avx512(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
-                         float keep, float wd, int wd_on, int mom_on, int nesterov, int first);
-
 // ---- scalar reference ------------------------------------------------------------------------
 
 void ql_adamw_range_scalar(float *p, const float *g, float *m, float *v, int64_t n, float decay,
@@ -77,10 +60,12 @@ void ql_sgd_range_scalar(float *p, const float *g, float *buf, int64_t n, float 
     }
 }
 
+const ql_opt_table ql_opt_scalar = {ql_adamw_range_scalar, ql_sgd_range_scalar};
+
 // ---- drivers ---------------------------------------------------------------------------------
 
 typedef struct {
-    int level;
+    const ql_opt_table *kern; // the level's kernels, read once per call
     int kind; // 0 adamw, 1 sgd
     float *p, *m, *v, *buf;
     const float *g;
@@ -94,23 +79,11 @@ typedef struct {
 static void optim_range(const optim_job *j, int64_t lo, int64_t hi) {
     int64_t k = hi - lo;
     if (j->kind == 0) {
-        void (*f)(float *, const float *, float *, float *, int64_t, float, int, float, int, float,
-                  float, float, float, float) = ql_adamw_range_scalar;
-#if QL_X86
-        if (j->level == 2) f = ql_adamw_range_avx512;
-        else if (j->level == 1) f = ql_adamw_range_avx2;
-#endif
-        f(j->p + lo, j->g + lo, j->m + lo, j->v + lo, k, j->decay, j->wd_on, j->w1, j->w1_small,
-          j->b2, j->w2, j->neg_step, j->bc2s, j->eps);
+        j->kern->adamw(j->p + lo, j->g + lo, j->m + lo, j->v + lo, k, j->decay, j->wd_on, j->w1,
+                       j->w1_small, j->b2, j->w2, j->neg_step, j->bc2s, j->eps);
     } else {
-        void (*f)(float *, const float *, float *, int64_t, float, float, float, float, int, int,
-                  int, int) = ql_sgd_range_scalar;
-#if QL_X86
-        if (j->level == 2) f = ql_sgd_range_avx512;
-        else if (j->level == 1) f = ql_sgd_range_avx2;
-#endif
-        f(j->p + lo, j->g + lo, j->buf ? j->buf + lo : NULL, k, j->neg_lr, j->mom, j->keep, j->wd,
-          j->wd_on, j->mom_on, j->nesterov, j->first);
+        j->kern->sgd(j->p + lo, j->g + lo, j->buf ? j->buf + lo : NULL, k, j->neg_lr, j->mom,
+                     j->keep, j->wd, j->wd_on, j->mom_on, j->nesterov, j->first);
     }
 }
 
@@ -122,7 +95,7 @@ static void optim_task(void *ctx, int64_t t) {
 
 static void optim_run(optim_job *j) {
     if (j->n <= 0) return;
-    j->level = ql_impl_level();
+    j->kern = ql_opt();
     if (j->n < QL_PAR_MIN) {
         optim_range(j, 0, j->n);
         return;

@@ -8,16 +8,10 @@
 #if QL_X86
 #include <immintrin.h>
 
-void ql_adamw_range_scalar(float *p, const float *g, float *m, float *v, int64_t n, float decay,
-                           int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
-                           float bc2s, float eps);
-void ql_sgd_range_scalar(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
-                         float keep, float wd, int wd_on, int mom_on, int nesterov, int first);
-
 QL_TARGET_AVX2
-void ql_adamw_range_avx2(float *p, const float *g, float *m, float *v, int64_t n, float decay,
-                         int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
-                         float bc2s, float eps) {
+static void adamw_range(float *p, const float *g, float *m, float *v, int64_t n, float decay,
+                        int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
+                        float bc2s, float eps) {
     const __m256 vd = _mm256_set1_ps(decay), vw1 = _mm256_set1_ps(w1),
                  vw1m1 = _mm256_set1_ps(w1 - 1.0f), vb2 = _mm256_set1_ps(b2),
                  vw2 = _mm256_set1_ps(w2), vs = _mm256_set1_ps(neg_step),
@@ -43,8 +37,8 @@ void ql_adamw_range_avx2(float *p, const float *g, float *m, float *v, int64_t n
 }
 
 QL_TARGET_AVX2
-void ql_sgd_range_avx2(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
-                       float keep, float wd, int wd_on, int mom_on, int nesterov, int first) {
+static void sgd_range(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
+                      float keep, float wd, int wd_on, int mom_on, int nesterov, int first) {
     const __m256 vl = _mm256_set1_ps(neg_lr), vm = _mm256_set1_ps(mom), vk = _mm256_set1_ps(keep),
                  vw = _mm256_set1_ps(wd);
     int64_t i = 0;
@@ -63,5 +57,7 @@ void ql_sgd_range_avx2(float *p, const float *g, float *buf, int64_t n, float ne
         ql_sgd_range_scalar(p + i, g + i, buf ? buf + i : NULL, n - i, neg_lr, mom, keep, wd,
                             wd_on, mom_on, nesterov, first);
 }
+
+const ql_opt_table ql_opt_avx2 = {adamw_range, sgd_range};
 
 #endif

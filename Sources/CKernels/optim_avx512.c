@@ -8,12 +8,6 @@
 #if QL_X86
 #include <immintrin.h>
 
-void ql_adamw_range_scalar(float *p, const float *g, float *m, float *v, int64_t n, float decay,
-                           int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
-                           float bc2s, float eps);
-void ql_sgd_range_scalar(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
-                         float keep, float wd, int wd_on, int mom_on, int nesterov, int first);
-
 #define AI __attribute__((always_inline)) static inline QL_TARGET_AVX512
 
 AI void adamw_vec(float *p, const float *g, float *m, float *v, __mmask16 k, __m512 decay,
@@ -35,9 +29,9 @@ AI void adamw_vec(float *p, const float *g, float *m, float *v, __mmask16 k, __m
 }
 
 QL_TARGET_AVX512
-void ql_adamw_range_avx512(float *p, const float *g, float *m, float *v, int64_t n, float decay,
-                           int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
-                           float bc2s, float eps) {
+static void adamw_range(float *p, const float *g, float *m, float *v, int64_t n, float decay,
+                        int wd_on, float w1, int w1_small, float b2, float w2, float neg_step,
+                        float bc2s, float eps) {
     const __m512 vd = _mm512_set1_ps(decay), vw1 = _mm512_set1_ps(w1), vb2 = _mm512_set1_ps(b2),
                  vw2 = _mm512_set1_ps(w2), vs = _mm512_set1_ps(neg_step),
                  vbc = _mm512_set1_ps(bc2s), ve = _mm512_set1_ps(eps);
@@ -65,8 +59,8 @@ AI void sgd_vec(float *p, const float *g, float *buf, __mmask16 k, __m512 neg_lr
 }
 
 QL_TARGET_AVX512
-void ql_sgd_range_avx512(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
-                         float keep, float wd, int wd_on, int mom_on, int nesterov, int first) {
+static void sgd_range(float *p, const float *g, float *buf, int64_t n, float neg_lr, float mom,
+                      float keep, float wd, int wd_on, int mom_on, int nesterov, int first) {
     const __m512 vl = _mm512_set1_ps(neg_lr), vm = _mm512_set1_ps(mom), vk = _mm512_set1_ps(keep),
                  vw = _mm512_set1_ps(wd);
     int64_t i = 0;
@@ -79,5 +73,7 @@ void ql_sgd_range_avx512(float *p, const float *g, float *buf, int64_t n, float 
                 first);
     }
 }
+
+const ql_opt_table ql_opt_avx512 = {adamw_range, sgd_range};
 
 #endif

@@ -50,19 +50,6 @@
 
 #pragma STDC FP_CONTRACT OFF
 
-// SIMD versions (quant_format_avx2.c, quant_format_avx512.c). Same contract as the scalar
-// functions below: nblocks FULL blocks of `block` elements (a multiple of 32), `mid` the 15
-// sorted midpoints, `code_of_rank` the code index of each rank.
-void ql_q4_quantize_blocks_avx2(const float *x, int64_t nblocks, int64_t block, const float *mid,
-                                const uint8_t *code_of_rank, uint8_t *packed, float *absmax);
-void ql_q4_dequantize_blocks_avx2(const uint8_t *packed, const float *absmax, int64_t nblocks,
-                                  int64_t block, const float *code, float *out);
-void ql_q4_quantize_blocks_avx512(const float *x, int64_t nblocks, int64_t block,
-                                  const float *mid, const uint8_t *code_of_rank, uint8_t *packed,
-                                  float *absmax);
-void ql_q4_dequantize_blocks_avx512(const uint8_t *packed, const float *absmax, int64_t nblocks,
-                                    int64_t block, const float *code, float *out);
-
 // ---------------------------------------------------------------------------------------------
 // Code tables
 // ---------------------------------------------------------------------------------------------
@@ -173,6 +160,17 @@ static void dequantize_blocks_scalar(const uint8_t *packed, const float *absmax,
         dequantize_block_scalar(packed + b * (block / 2), absmax[b], block, code, out + b * block);
 }
 
+// The scalar entry of the level table (same arguments as the SIMD versions). Full blocks have an
+// even length, so the padding code is never used.
+static void quantize_blocks_ref(const float *x, int64_t nblocks, int64_t block, const float *mid,
+                                const uint8_t *code_of_rank, uint8_t *packed, float *absmax) {
+    q4_search s = {.code_of_rank = code_of_rank, .zero_code = 0};
+    memcpy(s.mid, mid, sizeof s.mid);
+    quantize_blocks_scalar(x, nblocks, block, &s, packed, absmax);
+}
+
+const ql_q4_table ql_q4_scalar = {quantize_blocks_ref, dequantize_blocks_scalar};
+
 // ---------------------------------------------------------------------------------------------
 // Drivers: a fixed partition into tasks of whole blocks (QUANT_TASK_ELEMS elements each, the
 // last one shorter; a whole number of bytes since blocks are even, so no two tasks share a
@@ -190,7 +188,7 @@ typedef struct {
     float *absmax_out;
     const float *absmax_in;
     int64_t n, block, nblocks, blocks_per_task;
-    int level;
+    const ql_q4_table *kern; // the level's kernels, read once per call
 } q4_job;
 
 static int64_t blocks_per_task(int64_t block) {
@@ -208,17 +206,8 @@ static void quantize_task(void *ctx, int64_t t) {
         const float *x = j->x + b0 * j->block;
         uint8_t *p = j->packed_out + b0 * (j->block / 2);
         float *am = j->absmax_out + b0;
-        switch (j->level) {
-#if QL_X86
-        case 2: ql_q4_quantize_blocks_avx512(x, f1 - b0, j->block, j->search.mid,
-                                             j->search.code_of_rank, p, am);
-            break;
-        case 1: ql_q4_quantize_blocks_avx2(x, f1 - b0, j->block, j->search.mid,
-                                           j->search.code_of_rank, p, am);
-            break;
-#endif
-        default: quantize_blocks_scalar(x, f1 - b0, j->block, &j->search, p, am); break;
-        }
+        j->kern->quantize_blocks(x, f1 - b0, j->block, j->search.mid, j->search.code_of_rank, p,
+                                 am);
     }
     if (b1 > nfull && b1 > b0) { // the partial last block (scalar at every level)
         int64_t start = nfull * j->block;
@@ -234,7 +223,7 @@ void ql_quantize_4bit(int type, const float *x, int64_t n, int64_t block, uint8_
     q4_search_init(type, &j.search);
     j.nblocks = ql_quant_nblocks(n, block);
     j.blocks_per_task = blocks_per_task(block);
-    j.level = ql_impl_level();
+    j.kern = ql_q4();
     ql_parallel_for((j.nblocks + j.blocks_per_task - 1) / j.blocks_per_task, quantize_task, &j);
 }
 
@@ -248,13 +237,7 @@ static void dequantize_task(void *ctx, int64_t t) {
         const uint8_t *p = j->packed_in + b0 * (j->block / 2);
         const float *am = j->absmax_in + b0;
         float *out = j->out + b0 * j->block;
-        switch (j->level) {
-#if QL_X86
-        case 2: ql_q4_dequantize_blocks_avx512(p, am, f1 - b0, j->block, j->code, out); break;
-        case 1: ql_q4_dequantize_blocks_avx2(p, am, f1 - b0, j->block, j->code, out); break;
-#endif
-        default: dequantize_blocks_scalar(p, am, f1 - b0, j->block, j->code, out); break;
-        }
+        j->kern->dequantize_blocks(p, am, f1 - b0, j->block, j->code, out);
     }
     if (b1 > nfull && b1 > b0) {
         int64_t start = nfull * j->block;
@@ -270,7 +253,7 @@ void ql_dequantize_4bit(int type, const uint8_t *packed, const float *absmax, in
                 .n = n, .block = block};
     j.nblocks = ql_quant_nblocks(n, block);
     j.blocks_per_task = blocks_per_task(block);
-    j.level = ql_impl_level();
+    j.kern = ql_q4();
     ql_parallel_for((j.nblocks + j.blocks_per_task - 1) / j.blocks_per_task, dequantize_task,
                     &j);
 }

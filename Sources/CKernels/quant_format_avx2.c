@@ -50,8 +50,8 @@ AI __m256i ranks8(__m256 s, const __m256 *mid) {
 }
 
 QL_TARGET_AVX2
-void ql_q4_quantize_blocks_avx2(const float *x, int64_t nblocks, int64_t block, const float *mid,
-                                const uint8_t *code_of_rank, uint8_t *packed, float *absmax) {
+static void quantize_blocks(const float *x, int64_t nblocks, int64_t block, const float *mid,
+                            const uint8_t *code_of_rank, uint8_t *packed, float *absmax) {
     __m256 vmid[15];
     for (int k = 0; k < 15; k++) vmid[k] = _mm256_set1_ps(mid[k]);
     // rank -> code byte lookup (both 128-bit lanes), and the dword order that undoes the
@@ -92,8 +92,8 @@ AI __m256 lookup8(__m256i idx, __m256 code_lo, __m256 code_hi) {
 }
 
 QL_TARGET_AVX2
-void ql_q4_dequantize_blocks_avx2(const uint8_t *packed, const float *absmax, int64_t nblocks,
-                                  int64_t block, const float *code, float *out) {
+static void dequantize_blocks(const uint8_t *packed, const float *absmax, int64_t nblocks,
+                              int64_t block, const float *code, float *out) {
     const __m256 code_lo = _mm256_loadu_ps(code), code_hi = _mm256_loadu_ps(code + 8);
     const __m128i low4 = _mm_set1_epi8(0x0F);
     for (int64_t b = 0; b < nblocks; b++) {
@@ -117,5 +117,7 @@ void ql_q4_dequantize_blocks_avx2(const uint8_t *packed, const float *absmax, in
         }
     }
 }
+
+const ql_q4_table ql_q4_avx2 = {quantize_blocks, dequantize_blocks};
 
 #endif

@@ -51,9 +51,9 @@ AI __m128i pack16(__m512i c) {
 }
 
 QL_TARGET_AVX512
-void ql_q4_quantize_blocks_avx512(const float *x, int64_t nblocks, int64_t block,
-                                  const float *mid, const uint8_t *code_of_rank, uint8_t *packed,
-                                  float *absmax) {
+static void quantize_blocks(const float *x, int64_t nblocks, int64_t block,
+                            const float *mid, const uint8_t *code_of_rank, uint8_t *packed,
+                            float *absmax) {
     const __m512 vmid = _mm512_loadu_ps(mid); // mid[15] is never indexed (rank + step - 1 <= 14)
     const __m512i vcode_of_rank =
         _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)code_of_rank));
@@ -74,8 +74,8 @@ void ql_q4_quantize_blocks_avx512(const float *x, int64_t nblocks, int64_t block
 }
 
 QL_TARGET_AVX512
-void ql_q4_dequantize_blocks_avx512(const uint8_t *packed, const float *absmax, int64_t nblocks,
-                                    int64_t block, const float *code, float *out) {
+static void dequantize_blocks(const uint8_t *packed, const float *absmax, int64_t nblocks,
+                              int64_t block, const float *code, float *out) {
     const __m512 vcode = _mm512_loadu_ps(code);
     const __m128i low4 = _mm_set1_epi8(0x0F);
     for (int64_t b = 0; b < nblocks; b++) {
@@ -94,5 +94,7 @@ void ql_q4_dequantize_blocks_avx512(const uint8_t *packed, const float *absmax, 
         }
     }
 }
+
+const ql_q4_table ql_q4_avx512 = {quantize_blocks, dequantize_blocks};
 
 #endif

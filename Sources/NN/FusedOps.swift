@@ -102,16 +102,20 @@ enum FusedOps {
         let scale = Float(1 / Double(d).squareRoot())
         let result = try Tensor(shape: q.shape, dtype: .f32, zeroed: false)
         let lse = try Tensor(shape: [b * h * t], dtype: .f32, zeroed: false)
-        ql_attention_f32(q.f32, k.f32, v.f32, result.f32, lse.f32, Int64(b), Int64(h), Int64(kv), Int64(t),
-                         Int64(s), Int64(d), scale)
+        if ql_attention_f32(q.f32, k.f32, v.f32, result.f32, lse.f32, Int64(b), Int64(h), Int64(kv), Int64(t),
+                            Int64(s), Int64(d), scale) != 0 {
+            throw TensorError("attention: out of memory for the score scratch (\(t) x \(s) floats per thread)")
+        }
         let out = try result.detach()  // the closure must not hold the result itself (a reference cycle)
         return result.recorded("attention", [q, k, v]) { g in
             let gf = try g.asF32()
             let dq = q.tracksGrad ? try Tensor(shape: q.shape, dtype: .f32, zeroed: false) : nil
             let dk = k.tracksGrad ? try Tensor(shape: k.shape, dtype: .f32, zeroed: false) : nil
             let dv = v.tracksGrad ? try Tensor(shape: v.shape, dtype: .f32, zeroed: false) : nil
-            ql_attention_backward_f32(q.f32, k.f32, v.f32, out.f32, lse.f32, gf.f32, dq?.f32, dk?.f32, dv?.f32,
-                                      Int64(b), Int64(h), Int64(kv), Int64(t), Int64(s), Int64(d), scale)
+            if ql_attention_backward_f32(q.f32, k.f32, v.f32, out.f32, lse.f32, gf.f32, dq?.f32, dk?.f32, dv?.f32,
+                                         Int64(b), Int64(h), Int64(kv), Int64(t), Int64(s), Int64(d), scale) != 0 {
+                throw TensorError("attention backward: out of memory for the score scratch (2 x \(t) x \(s) floats per thread)")
+            }
             return [dq, dk, dv]
         }
     }

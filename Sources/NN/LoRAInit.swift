@@ -1,11 +1,12 @@
 // PiSSA and LoftQ initialisation of LoRA adapters, and the truncated SVD they use (in double:
-// one-sided Jacobi, exact, when the smaller side is at most 256; otherwise a randomized subspace
-// iteration whose small projected matrix is again solved by Jacobi: the top singular values
-// converge, the vectors are approximate where the spectrum is flat).
+// LAPACK's dgesdd through OpenBLAS, exact, when the smaller side is at most 256; otherwise a
+// randomized subspace iteration whose small projected matrix is again solved by dgesdd: the top
+// singular values converge, the vectors are approximate where the spectrum is flat).
 //   PiSSA: W = U S Vh; A = sqrt(S_r / s) Vh_r, B = U_r sqrt(S_r / s); base <- W - s B A
 //          (re-quantized with the base's options when the base is 4-bit).
 //   LoftQ: repeat: Q = quant(W - s B A) (first time: quant(W)); s B A = SVD_r(W - Q); base <- Q.
 
+import COpenBLAS
 import Foundation
 import Quant
 import Tensor
@@ -17,7 +18,7 @@ public enum LoRAInit {
         if m < 1 || n < 1 || w.count != m * n { throw ModelError("svd: a [\(m), \(n)] matrix needs \(m * n) values, got \(w.count)") }
         if rank < 1 || rank > min(m, n) { throw ModelError("svd: rank \(rank) must be in 1...\(min(m, n)) for a [\(m), \(n)] matrix") }
         if !w.allSatisfy({ $0.isFinite }) { throw ModelError("svd: the matrix has NaN or infinite values") }
-        let full = min(m, n) <= 256 ? try jacobiSVD(w, rows: m, cols: n) : try randomizedSVD(w, rows: m, cols: n, rank: rank)
+        let full = min(m, n) <= 256 ? try lapackSVD(w, rows: m, cols: n) : try randomizedSVD(w, rows: m, cols: n, rank: rank)
         let k = full.s.count
         var u = [Double](repeating: 0, count: m * rank), vt = [Double](repeating: 0, count: rank * n)
         for c in 0..<rank {
@@ -27,73 +28,35 @@ public enum LoRAInit {
         return (u, Array(full.s[0..<rank]), vt)
     }
 
-    /// Thin SVD by one-sided (Hestenes) Jacobi: u [m, k], s [k] descending, vt [k, n], k = min(m, n).
-    static func jacobiSVD(_ w: [Double], rows m: Int, cols n: Int) throws -> (u: [Double], s: [Double], vt: [Double]) {
-        // Orthogonalize the columns of X = W (m >= n) or X = W^T (m < n); X = U S V^T.
-        let transposed = m < n
-        let len = transposed ? n : m, k = transposed ? m : n
-        var g = [Double](repeating: 0, count: k * len)           // column c at g[c * len ..< (c + 1) * len]
-        for i in 0..<m { for j in 0..<n {
-            if transposed { g[i * len + j] = w[i * n + j] } else { g[j * len + i] = w[i * n + j] }
-        } }
-        var v = [Double](repeating: 0, count: k * k)              // column c at v[c * k ...]
-        for c in 0..<k { v[c * k + c] = 1 }
-        let eps = 1e-15
-        var converged = false
-        g.withUnsafeMutableBufferPointer { gp in
-            v.withUnsafeMutableBufferPointer { vp in
-                for _ in 0..<80 {
-                    var rotated = false
-                    for p in 0..<(k - 1) { for q in (p + 1)..<k {
-                        var alpha = 0.0, beta = 0.0, gamma = 0.0
-                        let op = p * len, oq = q * len
-                        for i in 0..<len {
-                            let x = gp[op + i], y = gp[oq + i]
-                            alpha += x * x; beta += y * y; gamma += x * y
-                        }
-                        if gamma == 0 || abs(gamma) <= eps * (alpha * beta).squareRoot() { continue }
-                        rotated = true
-                        let zeta = (beta - alpha) / (2 * gamma)
-                        let t = (zeta >= 0 ? 1.0 : -1.0) / (abs(zeta) + (1 + zeta * zeta).squareRoot())
-                        let c = 1 / (1 + t * t).squareRoot(), s = c * t
-                        for i in 0..<len {
-                            let x = gp[op + i], y = gp[oq + i]
-                            gp[op + i] = c * x - s * y
-                            gp[oq + i] = s * x + c * y
-                        }
-                        let vp0 = p * k, vq0 = q * k
-                        for i in 0..<k {
-                            let x = vp[vp0 + i], y = vp[vq0 + i]
-                            vp[vp0 + i] = c * x - s * y
-                            vp[vq0 + i] = s * x + c * y
-                        }
-                    } }
-                    if !rotated { converged = true; break }
-                }
-            }
+    /// Thin SVD by LAPACK's dgesdd (OpenBLAS): u [m, k], s [k] descending, vt [k, n], k = min(m, n),
+    /// all row-major. LAPACK is column-major, so it factors the buffer as W^T [n, m] = U' S VT':
+    /// then W = VT'^T S U'^T, and VT' (column-major [k, m]) is u row-major, U' (column-major
+    /// [n, k]) is vt row-major: no transposes.
+    static func lapackSVD(_ w: [Double], rows m: Int, cols n: Int) throws -> (u: [Double], s: [Double], vt: [Double]) {
+        let k = min(m, n)
+        guard m >= 1, n >= 1, w.count == m * n, m <= Int(Int32.max), n <= Int(Int32.max),
+              8 * k <= Int(Int32.max) else {
+            throw ModelError("svd: a [\(m), \(n)] matrix is outside what LAPACK's 32-bit indices address")
         }
-        if !converged && k > 1 { throw ModelError("svd: Jacobi iteration did not converge") }
-        var sigma = [Double](repeating: 0, count: k)
-        for c in 0..<k {
-            var acc = 0.0
-            for i in 0..<len { acc += g[c * len + i] * g[c * len + i] }
-            sigma[c] = acc.squareRoot()
+        var a = w
+        var s = [Double](repeating: 0, count: k)
+        var vt = [Double](repeating: 0, count: k * n)   // U' of W^T
+        var u = [Double](repeating: 0, count: m * k)    // VT' of W^T
+        var iwork = [Int32](repeating: 0, count: 8 * k)
+        var lm = Int32(n), ln = Int32(m), lda = Int32(n), ldu = Int32(n), ldvt = Int32(k)
+        var info: Int32 = 0
+        var query = [Double](repeating: 0, count: 1)
+        var lwork: Int32 = -1
+        dgesdd_("S", &lm, &ln, &a, &lda, &s, &vt, &ldu, &u, &ldvt, &query, &lwork, &iwork, &info, 1)
+        if info != 0 { throw ModelError("svd: LAPACK dgesdd's workspace query failed (info \(info)) for a [\(m), \(n)] matrix") }
+        guard query[0].isFinite, query[0] >= 1, query[0] <= Double(Int32.max) else {
+            throw ModelError("svd: LAPACK dgesdd asks for a workspace of \(query[0]) values for a [\(m), \(n)] matrix")
         }
-        let order = (0..<k).sorted { sigma[$0] > sigma[$1] || (sigma[$0] == sigma[$1] && $0 < $1) }
-        // Left vectors of X: g columns / sigma; right vectors of X: v columns.
-        var u = [Double](repeating: 0, count: m * k), vt = [Double](repeating: 0, count: k * n), s = [Double](repeating: 0, count: k)
-        for (rank, c) in order.enumerated() {
-            let sc = sigma[c]
-            s[rank] = sc
-            for i in 0..<len {
-                let xl = sc > 0 ? g[c * len + i] / sc : 0                  // X's left vector, length len
-                if transposed { vt[rank * n + i] = xl } else { u[i * k + rank] = xl }
-            }
-            for i in 0..<k {
-                let xr = v[c * k + i]                                      // X's right vector, length k
-                if transposed { u[i * k + rank] = xr } else { vt[rank * n + i] = xr }
-            }
-        }
+        lwork = Int32(query[0].rounded(.up))
+        var work = [Double](repeating: 0, count: Int(lwork))
+        dgesdd_("S", &lm, &ln, &a, &lda, &s, &vt, &ldu, &u, &ldvt, &work, &lwork, &iwork, &info, 1)
+        if info < 0 { throw ModelError("svd: LAPACK dgesdd rejected argument \(-info) for a [\(m), \(n)] matrix") }
+        if info > 0 { throw ModelError("svd: LAPACK dgesdd did not converge for a [\(m), \(n)] matrix (info \(info))") }
         return (u, s, vt)
     }
 
@@ -124,7 +87,7 @@ public enum LoRAInit {
             if yc == 0 { continue }
             for j in 0..<n { p[c * n + j] += yc * w[i * n + j] }
         } }
-        let small = try jacobiSVD(p, rows: kk, cols: n)
+        let small = try lapackSVD(p, rows: kk, cols: n)
         let ks = small.s.count
         var u = [Double](repeating: 0, count: m * ks)
         for i in 0..<m { for c in 0..<ks {

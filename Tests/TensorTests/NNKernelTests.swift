@@ -222,16 +222,18 @@ final class NNKernelTests: KernelTestCase {
             let scale = Float(1 / Double(dim).squareRoot())
             var outr = [Float](repeating: 0, count: nq), lser = [Float](repeating: 0, count: b * h * t)
             var dqr = outr, dkr = [Float](repeating: 0, count: nk), dvr = dkr
-            ql_attention_f32_ref(q, k, v, &outr, &lser, Int64(b), Int64(h), Int64(kv), Int64(t), Int64(s), Int64(dim), scale)
-            ql_attention_backward_f32_ref(q, k, v, outr, lser, dout, &dqr, &dkr, &dvr, Int64(b), Int64(h), Int64(kv),
-                                          Int64(t), Int64(s), Int64(dim), scale)
+            XCTAssertEqual(ql_attention_f32_ref(q, k, v, &outr, &lser, Int64(b), Int64(h), Int64(kv), Int64(t), Int64(s),
+                                                Int64(dim), scale), 0)
+            XCTAssertEqual(ql_attention_backward_f32_ref(q, k, v, outr, lser, dout, &dqr, &dkr, &dvr, Int64(b), Int64(h),
+                                                         Int64(kv), Int64(t), Int64(s), Int64(dim), scale), 0)
             assertClose(outr, attentionD(d(q), d(k), d(v), b, h, kv, t, s, dim), tol: 1e-5, "attention out")
             for level in levels {
                 XCTAssertEqual(ql_isa_set(level), 0)
                 var out = outr, lse = lser, dq = dqr, dk = dkr, dv = dvr
-                ql_attention_f32(q, k, v, &out, &lse, Int64(b), Int64(h), Int64(kv), Int64(t), Int64(s), Int64(dim), scale)
-                ql_attention_backward_f32(q, k, v, out, lse, dout, &dq, &dk, &dv, Int64(b), Int64(h), Int64(kv),
-                                          Int64(t), Int64(s), Int64(dim), scale)
+                XCTAssertEqual(ql_attention_f32(q, k, v, &out, &lse, Int64(b), Int64(h), Int64(kv), Int64(t), Int64(s),
+                                                Int64(dim), scale), 0)
+                XCTAssertEqual(ql_attention_backward_f32(q, k, v, out, lse, dout, &dq, &dk, &dv, Int64(b), Int64(h),
+                                                         Int64(kv), Int64(t), Int64(s), Int64(dim), scale), 0)
                 assertClose(out, outr, tol: 1e-5, "attention out level \(level)")
                 assertClose(lse, lser, tol: 1e-5, "attention lse level \(level)")
                 assertClose(dq, dqr, tol: 1e-5, "attention dq level \(level)")
@@ -247,5 +249,18 @@ final class NNKernelTests: KernelTestCase {
                 assertClose(dvr, numericGrad(d(v)) { f(self.d(q), self.d(k), $0) }, tol: 1e-4, "attention dv vs finite differences")
             }
         }
+    }
+
+    /// A score scratch that cannot be allocated is a status the caller can throw, not an abort:
+    /// t * s floats per thread overflow the address space here, so nothing is read or written.
+    func testAttentionScratchFailureReturnsStatus() {
+        let x = [Float](repeating: 0, count: 4)
+        var out = x, lse = x, dq = x, dk = x, dv = x
+        let s = Int64(1) << 62
+        XCTAssertEqual(ql_attention_f32(x, x, x, &out, &lse, 1, 1, 1, 1, s, 1, 1), -1)
+        XCTAssertEqual(ql_attention_f32_ref(x, x, x, &out, &lse, 1, 1, 1, 1, s, 1, 1), -1)
+        XCTAssertEqual(ql_attention_backward_f32(x, x, x, x, x, x, &dq, &dk, &dv, 1, 1, 1, 1, s, 1, 1), -1)
+        XCTAssertEqual(ql_attention_backward_f32_ref(x, x, x, x, x, x, &dq, &dk, &dv, 1, 1, 1, 1, s, 1, 1), -1)
+        XCTAssertEqual(out, x)
     }
 }

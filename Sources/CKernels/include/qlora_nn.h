@@ -61,19 +61,20 @@ void ql_rope_f32_ref(const float *x, const float *cos, const float *sin, float *
 // Causal attention with grouped-query heads: q [b, h, t, d], k and v [b, kv, s, d] (h a multiple
 // of kv, s >= t; query i sees keys j <= s - t + i). out [b, h, t, d] = softmax(q k^T * scale) v,
 // lse [b, h, t] the logsumexp of each score row. Uses cblas_sgemm (OpenBLAS) per (b, head) and
-// scratch of t*s floats (backward 2*t*s + t).
-void ql_attention_f32(const float *q, const float *k, const float *v, float *out, float *lse,
+// scratch of t*s floats per thread (backward 2*t*s + t), allocated once per call. Every attention
+// function returns 0, or -1 when that scratch cannot be allocated (then nothing is written).
+int ql_attention_f32(const float *q, const float *k, const float *v, float *out, float *lse,
                       int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d, float scale);
-void ql_attention_f32_ref(const float *q, const float *k, const float *v, float *out, float *lse,
+int ql_attention_f32_ref(const float *q, const float *k, const float *v, float *out, float *lse,
                           int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s, int64_t d,
                           float scale);
 // dq [b, h, t, d], dk and dv [b, kv, s, d] (each may be NULL; dk, dv summed over the heads of a
 // group in head order) from dout, given the forward's out and lse.
-void ql_attention_backward_f32(const float *q, const float *k, const float *v, const float *out,
+int ql_attention_backward_f32(const float *q, const float *k, const float *v, const float *out,
                                const float *lse, const float *dout, float *dq, float *dk,
                                float *dv, int64_t b, int64_t h, int64_t kv, int64_t t, int64_t s,
                                int64_t d, float scale);
-void ql_attention_backward_f32_ref(const float *q, const float *k, const float *v,
+int ql_attention_backward_f32_ref(const float *q, const float *k, const float *v,
                                    const float *out, const float *lse, const float *dout,
                                    float *dq, float *dk, float *dv, int64_t b, int64_t h,
                                    int64_t kv, int64_t t, int64_t s, int64_t d, float scale);
