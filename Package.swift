@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "Quant", dependencies: ["Tensor", "CKernels"], path: "Sources/Quant"),
         // Llama-family models, linear layers with LoRA adapters.
         .target(name: "NN", dependencies: ["Tensor", "Quant"], path: "Sources/NN"),
-        .target(name: "IO", dependencies: ["Tensor", "Quant", "NN"], path: "Sources/IO"),
+        .target(name: "IO", dependencies: ["CKernels", "Tensor", "Quant", "NN"], path: "Sources/IO"),
         // Optimizers, learning-rate schedules, datasets and the trainer.
         .target(name: "Train", dependencies: ["Tensor", "Quant", "NN", "IO", "CKernels"], path: "Sources/Train"),
         .target(name: "LuaBridge",

@@ -3,3 +3,4 @@
 #include "qlora_quant.h"
 #include "qlora_optim.h"
 #include "qlora_nn.h"
+#include "qlora_ggml.h"
