@@ -19,14 +19,16 @@ public struct LoadOptions {
 }
 
 public enum ModelLoader {
+    /// Loads a Hugging Face model directory, or a GGUF file (a path ending in ".gguf" or a file
+    /// that starts with the GGUF magic).
     public static func load(_ dir: String, _ options: LoadOptions) throws -> LlamaModel {
+        if GGUFModel.isGGUF(dir) { return try GGUFModel.load(dir, options) }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw IOError(path: dir, reason: "not a directory (expected a Hugging Face model directory)")
+            throw IOError(path: dir, reason: "not a directory (expected a Hugging Face model directory or a .gguf file)")
         }
         let (config, checkpointQuant) = try ModelConfigFile.load(dir + "/config.json")
         let weights = try WeightFiles(dir)
-        let c = config
 
         func dense(_ name: String, _ shape: [Int]) throws -> Tensor {
             let t = try weights.tensor(name)
@@ -36,12 +38,26 @@ public enum ModelLoader {
             if !t.dtype.isFloat { throw IOError(path: weights.file(of: name), reason: "tensor \"\(name)\" is \(t.dtype.name), expected a floating dtype") }
             return try t.dtype == .f32 ? t : t.converted(to: .f32)
         }
+        let model = try assemble(config, options, dense: dense,
+                                 packed: checkpointQuant == nil ? nil : { name, shape in try weights.bnb4bit(name, shape: shape) })
+        model.sourcePath = dir
+        warnAboutUnused(weights.unused, dir: dir, config: config)
+        if checkpointQuant != nil && options.compute == .bf16 { model.headCompute = .bf16 }
+        return model
+    }
+
+    /// Builds a model from its config and a source of weights by Hugging Face name: `dense`
+    /// returns an f32 tensor of the given shape; `packed`, when the source is a bitsandbytes
+    /// 4-bit checkpoint, returns a decoder linear's 4-bit weight. Decoder linears are quantized
+    /// when options.quant is set (one f32 weight at a time is the only transient).
+    static func assemble(_ c: ModelConfig, _ options: LoadOptions,
+                         dense: (String, [Int]) throws -> Tensor,
+                         packed: ((String, [Int]) throws -> QuantizedTensor)?) throws -> LlamaModel {
         func linear(_ prefix: String, layer: Int?, out: Int, inp: Int, bias: Bool) throws -> LinearModule {
             let b = bias ? try dense(prefix + ".bias", [out]) : nil
             let base: LinearBase
-            if checkpointQuant != nil, layer != nil {
-                let q = try weights.bnb4bit(prefix + ".weight", shape: [out, inp])
-                base = .quantized(try QuantLinear(weight: q, bias: b, compute: options.compute))
+            if let packed = packed, layer != nil {
+                base = .quantized(try QuantLinear(weight: try packed(prefix + ".weight", [out, inp]), bias: b, compute: options.compute))
             } else if let qo = options.quant, layer != nil {
                 let w = try dense(prefix + ".weight", [out, inp])
                 base = .quantized(try QuantLinear(weight: try QuantizedTensor.quantize(w, qo), bias: b, compute: options.compute))
@@ -74,9 +90,7 @@ public enum ModelLoader {
             head = try linear("lm_head", layer: nil, out: c.vocabSize, inp: c.hiddenSize, bias: false)
         }
         let model = try LlamaModel(config: c, embedding: embedding, layers: layers, norm: norm, lmHead: head)
-        model.sourcePath = dir
-        warnAboutUnused(weights.unused, dir: dir, config: c)
-        if (options.quant != nil || checkpointQuant != nil) && options.compute == .bf16 { model.headCompute = .bf16 }
+        if options.quant != nil && options.compute == .bf16 { model.headCompute = .bf16 }
         return model
     }
 }

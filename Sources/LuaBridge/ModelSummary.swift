@@ -31,6 +31,7 @@ enum ModelSummary {
         add("norms", norms, norms * 4)
         var out = "\(c.architecture): \(c.numLayers) layers, hidden \(c.hiddenSize), intermediate \(c.intermediateSize), "
         out += "heads \(c.numHeads) (kv \(c.numKVHeads), head_dim \(c.headDim)), vocab \(c.vocabSize)\n"
+        if let note = m.sourceNote { out += note + "\n" }
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
         func row(_ k: String, _ p: Int, _ b: Int) -> String {
             pad(k, 14) + String(format: " %14ld %14ld %10.3f", p, b, p > 0 ? Double(b * 8) / Double(p) : 0)
