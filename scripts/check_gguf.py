@@ -97,7 +97,10 @@ def main():
 
     prompts = []
     for question in ["What is the capital of France?", "Write a haiku about the sea."]:
-        prompts.append(tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True))
+        ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+        if not isinstance(ids, list):  # newer transformers return a BatchEncoding
+            ids = ids["input_ids"]
+        prompts.append([int(i) for i in ids])
     prompts.append(tok("The quick brown fox")["input_ids"])
 
     failures = 0
@@ -144,6 +147,8 @@ def main():
         if eos in out:
             out = out[:out.index(eos)]
         mine = [int(x) for x in gens[i].split()[1:]]
+        if eos in mine:  # model:generate returns the eos id it stopped on
+            mine = mine[:mine.index(eos)]
         ok = mine == out
         failures += not ok
         print(f"greedy {'ok  ' if ok else 'FAIL'} prompt {i + 1}: {tok.decode(mine)!r}")

@@ -47,7 +47,9 @@ enum ModelBindings {
                 }
                 let model = try modelErrors(a) { try ModelLoader.load(dir, load) }
                 var tokenizer: Tokenizer? = nil
-                if FileManager.default.fileExists(atPath: dir + "/tokenizer.json") {
+                if GGUFModel.isGGUF(dir) {
+                    tokenizer = try modelErrors(a) { try Tokenizer(path: dir) }
+                } else if FileManager.default.fileExists(atPath: dir + "/tokenizer.json") {
                     tokenizer = try modelErrors(a) { try Tokenizer(path: dir) }
                 }
                 ObjectUserdata.push(a.L, ModelHandle(model: model, tokenizer: tokenizer), modelName)

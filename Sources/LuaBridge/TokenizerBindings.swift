@@ -80,6 +80,11 @@ enum TokenizerBindings {
             ("bos_id", { a in pushOptionalInt(a, try this(a).bosId) }),
             ("eos_id", { a in pushOptionalInt(a, try this(a).eosId) }),
             ("pad_id", { a in pushOptionalInt(a, try this(a).padId) }),
+            // tok:chat_template() -> the template text that came with the tokenizer (GGUF), or nil
+            ("chat_template", { a in
+                if let s = try this(a).chatTemplate { lua_pushstring(a.L, s) } else { lua_pushnil(a.L) }
+                return 1
+            }),
             // tok:eos_ids() -> {ids...} (a model may stop on several)
             ("eos_ids", { a in
                 let ids = try this(a).eosIds
