@@ -48,7 +48,7 @@ enum ModelBindings {
                 let model = try modelErrors(a) { try ModelLoader.load(dir, load) }
                 var tokenizer: Tokenizer? = nil
                 if GGUFModel.isGGUF(dir) {
-                    tokenizer = try modelErrors(a) { try Tokenizer(path: dir) }
+                    tokenizer = try modelErrors(a) { try GGUFModel.tokenizer(dir) }
                 } else if FileManager.default.fileExists(atPath: dir + "/tokenizer.json") {
                     tokenizer = try modelErrors(a) { try Tokenizer(path: dir) }
                 }

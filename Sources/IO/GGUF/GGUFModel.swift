@@ -119,6 +119,12 @@ public enum GGUFModel {
         return out
     }
 
+    /// The tokenizer in a GGUF file's metadata, or nil when the file has none.
+    public static func tokenizer(_ path: String) throws -> Tokenizer? {
+        let f = try GGUFFile(path: path)
+        return f.metadata["tokenizer.ggml.model"] == nil ? nil : try GGUFTokenizer.load(f)
+    }
+
     public static func load(_ path: String, _ options: LoadOptions) throws -> LlamaModel {
         let f = try GGUFFile(path: path)
         let c = try config(f)

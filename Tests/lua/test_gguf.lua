@@ -1,0 +1,76 @@
+-- GGUF models from Lua: a tiny Llama written as llama.cpp's converter writes it (q/k rows
+-- permuted, linears in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16 and F32) loads with the logits of
+-- transformers' GGUF loader; quant options apply as for Hugging Face directories; summary names
+-- the source; broken files are errors naming the problem. With the real SmolLM2 GGUF present
+-- (scripts/fetch_smollm2), its tokenizer, chat template and greedy answer are checked too.
+local q = require "qlora"
+local T = dofile((arg[0]:match("(.*/)") or "./") .. "harness.lua")
+local fixtures = (arg[0]:match("(.*/)") or "./") .. "../fixtures/gguf/"
+
+T.case("tiny llama GGUF matches transformers' logits", function()
+  local m = q.load_model(fixtures .. "tiny-llama.gguf")
+  local ref = q.load_tensors(fixtures .. "tiny-llama-logits.safetensors")
+  T.eq(m:tokenizer(), nil, "no tokenizer in the file")
+  T.eq(m:config().num_hidden_layers, 2)
+  T.eq(m:config().num_key_value_heads, 2)
+  local logits = m:forward(ref.ids)
+  local diff = (logits - ref.logits):abs():max():item()
+  T.eq(diff < 1e-4, true, "max abs logits diff " .. diff)
+  T.eq(m:summary():find("source: GGUF tiny-llama.gguf", 1, true) ~= nil, true, "summary names the source")
+  T.eq(m:summary():find("Q4_0", 1, true) ~= nil, true, "summary names the stored types")
+end)
+
+T.case("quant options apply to GGUF weights", function()
+  local ref = q.load_tensors(fixtures .. "tiny-llama-logits.safetensors")
+  local m = q.load_model(fixtures .. "tiny-llama.gguf", { quant = { type = "nf4", block = 64 } })
+  local mods = m:modules()
+  T.eq(mods[1].quantized, true, "decoder linears are 4-bit")
+  T.eq(m:summary():find("re-quantizing", 1, true) ~= nil, true, "summary says the source was already 4-bit")
+  local logits = m:forward(ref.ids)
+  local diff = (logits - ref.logits):abs():max():item()
+  T.eq(diff > 1e-4 and diff < 0.5, true, "nf4 logits near the dense ones (" .. diff .. ")")
+  local dense = q.load_model(fixtures .. "tiny-llama.gguf", { quant = false })
+  T.eq(dense:modules()[1].quantized, false, "quant = false keeps them dense")
+end)
+
+T.case("broken GGUF files are errors", function()
+  local tmp = os.tmpname() .. ".gguf"
+  local f = assert(io.open(fixtures .. "tiny-llama.gguf", "rb")); local bytes = f:read("a"); f:close()
+  local function try(data, ...)
+    local o = assert(io.open(tmp, "wb")); o:write(data); o:close()
+    T.errors(function() q.load_model(tmp) end, "qlora.load_model", ...)
+  end
+  try(bytes:sub(1, 1000), "truncated file reading")
+  try(bytes:sub(1, #bytes - 1000), "lies past the end of the file")
+  try("GGUF" .. string.pack("<I4", 7) .. bytes:sub(9), "unsupported GGUF version 7")
+  try(bytes:gsub("general.architecture\8\0\0\0\5\0\0\0\0\0\0\0llama", "general.architecture\8\0\0\0\5\0\0\0\0\0\0\0gemma", 1),
+      "unsupported general.architecture \"gemma\"")
+  try(bytes:gsub("llama.block_count", "llama.block_cnt__", 1), "missing metadata llama.block_count")
+  T.errors(function() q.load_model(fixtures .. "tok-qwen2_style.gguf") end, "missing tensor token_embd.weight")
+  os.remove(tmp)
+end)
+
+T.case("GGUF tokenizers", function()
+  local tok = q.tokenizer(fixtures .. "tok-llama3_style.gguf")
+  T.eq(tok:bos_id(), 600)
+  T.eq(tok:encode("Hello world")[1], 600, "llama-bpe adds its bos")
+  T.eq(tok:decode(tok:encode("Hello world"), { skip_special = true }), "Hello world")
+  T.eq(tok:chat_template(), nil)
+end)
+
+local smol = os.getenv("QLORA_SMOLLM2_GGUF")
+if smol and io.open(smol, "rb") then
+  T.case("SmolLM2-135M-Instruct GGUF", function()
+    local m = q.load_model(smol)
+    local tok = m:tokenizer()
+    T.eq(tok:encode("The capital of France is")[1], 504)
+    T.eq(#tok:encode("The capital of France is"), 5)
+    T.eq(tok:chat_template():find("<|im_start|>", 1, true) ~= nil, true, "chat template")
+    local prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    T.eq(m:generate(prompt, { max_tokens = 12 }), "The capital of France is Paris.")
+  end)
+else
+  print("SmolLM2 GGUF not found (QLORA_SMOLLM2_GGUF): its case is not run")
+end
+
+T.done()
