@@ -10,6 +10,7 @@ import Quant
 enum InfoCommand {
     static let help = """
     usage: qlora info MODEL_DIR [--json]
+           qlora info FILE.gguf [--json]
 
     Describes a Hugging Face model directory from its config.json and safetensors headers
     (no weights are read). MODEL_DIR holds config.json and model.safetensors (or shards named
@@ -37,7 +38,11 @@ enum InfoCommand {
     static func run(_ args: [String]) throws -> Int32 {
         let a = try CommandLineArgs(command: "info", args, CommandSpec(options: ["json": .flag], positionals: ["MODEL_DIR"]))
         if a.wantsHelp { print(help); return ExitStatus.success }
-        let dir = try CommandLineArgs.existingDirectory(a.positionals[0], "MODEL_DIR")
+        let dir = try CommandLineArgs.existingModel(a.positionals[0], "MODEL_DIR")
+        if GGUFModel.isGGUF(dir) {
+            print(try GGUFInfo.report(dir, json: a.has("json")))
+            return ExitStatus.success
+        }
         let report = try Report(dir)
         print(a.has("json") ? report.json() : report.text())
         return ExitStatus.success

@@ -4,6 +4,7 @@
 // failed).
 
 import Foundation
+import IO
 
 enum ExitStatus {
     static let success: Int32 = 0
@@ -150,6 +151,16 @@ struct CommandLineArgs {
     }
 
     /// A path argument that must be an existing directory (`what` names it: "MODEL_DIR").
+    /// A model: a Hugging Face directory, or a GGUF file.
+    static func existingModel(_ path: String, _ what: String) throws -> String {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            guard GGUFModel.isGGUF(path) else { throw UsageError("\(what) '\(path)' is a file but not a GGUF file (expected a directory or a .gguf file)") }
+            return path
+        }
+        return try existingDirectory(path, what)
+    }
+
     static func existingDirectory(_ path: String, _ what: String) throws -> String {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {

@@ -58,7 +58,7 @@ T.case("GGUF tokenizers", function()
   T.eq(tok:chat_template(), nil)
 end)
 
-local smol = os.getenv("QLORA_SMOLLM2_GGUF")
+local smol = os.getenv("QLORA_SMOLLM2_GGUF") or ((os.getenv("HOME") or "") .. "/.cache/qlora/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 if smol and io.open(smol, "rb") then
   T.case("SmolLM2-135M-Instruct GGUF", function()
     local m = q.load_model(smol)

@@ -119,6 +119,21 @@ public enum GGUFModel {
         return out
     }
 
+    /// Writes the GGUF file's tokenizer as OUT/tokenizer.json (the equivalent Hugging Face form)
+    /// and its chat template as OUT/chat_template.jinja; returns the names written.
+    public static func writeTokenizerFiles(from path: String, to out: String) throws -> [String] {
+        let f = try GGUFFile(path: path)
+        guard f.metadata["tokenizer.ggml.model"] != nil else { return [] }
+        let p = try GGUFTokenizer.parts(f)
+        var written = ["tokenizer.json"]
+        try writeFileAtomically(path: out + "/tokenizer.json", bytes: Array(p.json.serialized().utf8))
+        if let t = p.chatTemplate {
+            try writeFileAtomically(path: out + "/chat_template.jinja", bytes: Array(t.utf8))
+            written.append("chat_template.jinja")
+        }
+        return written
+    }
+
     /// The tokenizer in a GGUF file's metadata, or nil when the file has none.
     public static func tokenizer(_ path: String) throws -> Tokenizer? {
         let f = try GGUFFile(path: path)

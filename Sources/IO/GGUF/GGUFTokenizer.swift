@@ -175,6 +175,20 @@ public enum GGUFTokenizer {
         if addBos && bos == nil { throw bad("tokenizer.ggml.add_bos_token is true but there is no tokenizer.ggml.bos_token_id") }
         if addEos && eos.isEmpty { addEos = false }
         root.append(("added_tokens", .array(added)))
+        // bos / eos as a template post-processor, as the Hugging Face form of these tokenizers has it
+        if (addBos && bos != nil) || addEos {
+            var single: [JSONValue] = [], special: [(String, JSONValue)] = []
+            func token(_ id: Int) -> JSONValue {
+                special.append((tokens[id], .object(JSONObject([("id", .string(tokens[id])), ("ids", .array([.int(Int64(id))])),
+                                                                ("tokens", .array([.string(tokens[id])]))]))))
+                return .object(JSONObject([("SpecialToken", .object(JSONObject([("id", .string(tokens[id])), ("type_id", 0)])))]))
+            }
+            if addBos, let b = bos { single.append(token(b)) }
+            single.append(.object(JSONObject([("Sequence", .object(JSONObject([("id", "A"), ("type_id", 0)])))])))
+            if addEos, let e = eos.first { single.append(token(e)) }
+            root.append(("post_processor", .object(JSONObject([("type", "TemplateProcessing"), ("single", .array(single)),
+                                                               ("pair", .array(single)), ("special_tokens", .object(JSONObject(special)))]))))
+        }
         return (.object(JSONObject(root)), Tokenizer.Specials(bos: bos, eos: eos, pad: pad, addBos: addBos, addEos: addEos),
                 try f.string("tokenizer.chat_template"))
     }
