@@ -143,6 +143,16 @@ enum ModelBindings {
             ("save", { a in
                 let m = try this(a)
                 let dir = try a.string(2)
+                // model:save(path.gguf [, {type = "f16"|"bf16"|"q8_0"|"q4_0"|"f32"}]): a merged GGUF for llama.cpp
+                if dir.lowercased().hasSuffix(".gguf") {
+                    let t = try a.options(3, allowed: ["type"])
+                    let name = try a.optionString(t, "type") ?? "f16"
+                    guard let type = GGUFExport.mergedTypes[name.lowercased()] else {
+                        throw a.fail("option 'type' must be one of \(GGUFExport.mergedTypes.keys.sorted().joined(separator: ", ")), got '\(name)'")
+                    }
+                    try modelErrors(a) { try GGUFExport.saveMerged(m, to: dir, type: type) }
+                    return 0
+                }
                 let t = try a.options(3, allowed: ["dtype", "quantized"])
                 var o = SaveOptions()
                 o.dtype = try a.optionDType(t) ?? .f32

@@ -50,6 +50,41 @@ T.case("broken GGUF files are errors", function()
   os.remove(tmp)
 end)
 
+-- B non-zero so the adapter changes the output
+local function randomize_lora(m, seed)
+  for i, p in ipairs(m:parameters({ trainable = true })) do
+    local t = p.tensor or p[2]
+    t:copy_(q.randn(t:shape(), { seed = seed + i, std = 0.05 }))
+  end
+end
+
+T.case("merged GGUF export reads back with the adapter folded in", function()
+  local ref = q.load_tensors(fixtures .. "tiny-llama-logits.safetensors")
+  local m = q.load_model(fixtures .. "tiny-llama.gguf")
+  local base = m:forward(ref.ids)
+  m:add_lora({ r = 4, alpha = 8, targets = "all-linear", seed = 3 })
+  randomize_lora(m, 10)
+  local want = m:forward(ref.ids)
+  local change = (want - base):abs():max():item()
+  T.eq(change > 1e-2, true, "the adapter changes the logits (" .. change .. ")")
+  local out = os.tmpname() .. ".gguf"
+  m:save(out, { type = "f32" })
+  local back = q.load_model(out)
+  local diff = (back:forward(ref.ids) - want):abs():max():item()
+  T.eq(diff < 1e-4, true, "f32 export logits diff " .. diff)
+  m:save(out, { type = "q8_0" })
+  local d8 = (q.load_model(out):forward(ref.ids) - want):abs():max():item()
+  T.eq(d8 < 0.05 and d8 < change, true, "q8_0 export logits diff " .. d8)
+  for _, ty in ipairs({ "f16", "bf16", "q4_0" }) do m:save(out, { type = ty }); T.eq(q.load_model(out):config().num_hidden_layers, 2, ty) end
+  T.errors(function() m:save(out, { type = "q5_k" }) end, "option 'type' must be one of")
+  os.remove(out)
+  local ad = os.tmpname() .. ".gguf"
+  m:save_adapter(ad, { format = "gguf" })
+  T.errors(function() q.load_model(ad) end, "general.type is \"adapter\"")
+  T.errors(function() m:save_adapter(ad, { format = "onnx" }) end, "option 'format' must be")
+  os.remove(ad)
+end)
+
 T.case("GGUF tokenizers", function()
   local tok = q.tokenizer(fixtures .. "tok-llama3_style.gguf")
   T.eq(tok:bos_id(), 600)
