@@ -20,6 +20,20 @@ T.case("tiny llama GGUF matches transformers' logits", function()
   T.eq(m:summary():find("Q4_0", 1, true) ~= nil, true, "summary names the stored types")
 end)
 
+T.case("tiny Qwen2 GGUF (biases, tied head, no permutation) matches transformers", function()
+  local m = q.load_model(fixtures .. "tiny-qwen2.gguf")
+  local ref = q.load_tensors(fixtures .. "tiny-qwen2-logits.safetensors")
+  T.eq(m:config().tie_word_embeddings, true, "tied")
+  local diff = (m:forward(ref.ids) - ref.logits):abs():max():item()
+  T.eq(diff < 1e-4, true, "max abs logits diff " .. diff)
+  -- exported and read back (merged f32): the same model
+  local out = os.tmpname() .. ".gguf"
+  m:save(out, { type = "f32" })
+  local back = (q.load_model(out):forward(ref.ids) - ref.logits):abs():max():item()
+  T.eq(back < 1e-4, true, "qwen2 export read back " .. back)
+  os.remove(out)
+end)
+
 T.case("quant options apply to GGUF weights", function()
   local ref = q.load_tensors(fixtures .. "tiny-llama-logits.safetensors")
   local m = q.load_model(fixtures .. "tiny-llama.gguf", { quant = { type = "nf4", block = 64 } })
