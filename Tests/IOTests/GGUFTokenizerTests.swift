@@ -50,6 +50,37 @@ final class GGUFTokenizerTests: XCTestCase {
         }
     }
 
+    /// tokenizer.json -> GGUF metadata (merged exports of directory models) -> tokenizer: the same
+    /// ids as the tokenizer.json itself.
+    func testTokenizerJSONToGGUFRoundTrip() throws {
+        let expected = try JSONValue.load(path: tokFixture("pipelines/expected.json"))
+        let dir = TempDir()
+        defer { dir.remove() }
+        let pres = ["llama3_style": "llama-bpe", "qwen2_style": "qwen2", "smollm_style": "smollm", "llama2_legacy": ""]
+        for (style, pre) in pres {
+            let sub = dir.file(style)
+            try FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: tokFixture("pipelines/\(style).json"), toPath: sub + "/tokenizer.json")
+            try "{\"chat_template\": \"{{ messages }}\"}".write(toFile: sub + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+            var w = GGUFWriter()
+            w.set("general.architecture", .string("llama"))
+            for (k, v) in try GGUFTokenizerExport.metadata(directory: sub) { w.set(k, v) }
+            if !pre.isEmpty { XCTAssertEqual(w.metadata.first { $0.key == "tokenizer.ggml.pre" }?.value, .string(pre), style) }
+            try w.write(to: sub + "/t.gguf")
+            let fromGGUF = try Tokenizer(path: sub + "/t.gguf"), original = try Tokenizer(path: sub)
+            XCTAssertEqual(fromGGUF.chatTemplate, "{{ messages }}")
+            XCTAssertEqual(fromGGUF.bosId, original.bosId, style)
+            var compared = 0
+            for c in expected[style]?.arrayValue ?? [] {
+                guard let text = c["text"]?.stringValue, !text.contains("<mask>"), !text.contains("[R]"), !text.contains("word"),
+                      Array(text.utf8) == Array(text.precomposedStringWithCanonicalMapping.utf8) else { continue }
+                XCTAssertEqual(try fromGGUF.encode(text), try original.encode(text), "\(style) \(text.debugDescription)")
+                compared += 1
+            }
+            XCTAssertGreaterThan(compared, 30, style)
+        }
+    }
+
     func testSpecialIdsAndTemplate() throws {
         let l3 = try Tokenizer(path: Fixtures.path("gguf/tok-llama3_style.gguf"))
         XCTAssertEqual(l3.bosId, 600)

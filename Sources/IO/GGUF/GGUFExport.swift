@@ -2,8 +2,8 @@
 // it (general.type = adapter, adapter.type = lora, adapter.lora.alpha; tensors
 // "blk.N.attn_q.weight.lora_a" [r, in] and ".lora_b" [out, r] in F32, B's rows of q and k in
 // llama.cpp's rotary order for llama-arch models), and a merged model (every adapter folded into
-// dense weights) in F32, F16, BF16, Q8_0 or Q4_0 with the llama metadata and, when the model came
-// from a GGUF file, that file's tokenizer and chat template.
+// dense weights) in F32, F16, BF16, Q8_0 or Q4_0 with the llama metadata and the tokenizer and
+// chat template of the GGUF file or Hugging Face directory the model came from.
 
 import Foundation
 import NN
@@ -144,6 +144,10 @@ public enum GGUFExport {
             for k in f.keys where k.hasPrefix("tokenizer.") {
                 if let v = f.metadata[k] { w.set(k, v); hasTokenizer = true }
             }
+        }
+        if !hasTokenizer, let src = model.sourcePath, FileManager.default.fileExists(atPath: src + "/tokenizer.json") {
+            for (k, v) in try GGUFTokenizerExport.metadata(directory: src) { w.set(k, v) }
+            hasTokenizer = true
         }
         if !hasTokenizer {
             if let b = c.bosTokenId { w.set("tokenizer.ggml.bos_token_id", .u32(UInt32(b))) }
