@@ -100,8 +100,8 @@ public enum GGUFModel {
     /// llama.cpp's interleaved rotary order put back in Hugging Face's half-split order:
     /// HF row h*d + s*d/2 + i is GGUF row h*d + 2i + s. `inverse` applies the converter's permutation.
     public static func unpermute(_ t: Tensor, heads: Int, inverse: Bool = false) throws -> Tensor {
-        let rows = t.shape[0], cols = t.count / max(1, rows)
-        guard heads > 0, rows % (2 * heads) == 0, t.dtype == .f32 else {
+        let rows = t.shape.first ?? 0, cols = t.count / max(1, rows)
+        guard heads > 0, rows > 0, rows % (2 * heads) == 0, t.dtype == .f32 else {
             throw ModelError("cannot permute rows of a \(Shape.describe(t.shape)) tensor over \(heads) heads")
         }
         let d = rows / heads, half = d / 2
