@@ -19,16 +19,18 @@ public struct LoadOptions {
 }
 
 public enum ModelLoader {
-    /// `dir`: a model directory, or a repo id in the local Hugging Face cache (HubCache).
+    /// Loads a Hugging Face model directory, a repo id found in the local Hugging Face cache
+    /// (HubCache), or a GGUF file (a path ending in ".gguf" or a file that starts with the GGUF
+    /// magic).
     public static func load(_ given: String, _ options: LoadOptions) throws -> LlamaModel {
         let dir = try HubCache.resolve(given)
+        if GGUFModel.isGGUF(dir) { return try GGUFModel.load(dir, options) }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw IOError(path: dir, reason: "not a directory (expected a Hugging Face model directory)")
+            throw IOError(path: dir, reason: "not a directory (expected a Hugging Face model directory or a .gguf file)")
         }
         let (config, checkpointQuant) = try ModelConfigFile.load(dir + "/config.json")
         let weights = try WeightFiles(dir)
-        let c = config
 
         func dense(_ name: String, _ shape: [Int]) throws -> Tensor {
             let t = try weights.tensor(name)
@@ -41,6 +43,26 @@ public enum ModelLoader {
             weights.release(name)             // a copy of its own now
             return converted
         }
+        let model = try assemble(config, options, dense: dense,
+                                 packed: checkpointQuant == nil ? nil : { name, shape in
+                                     try weights.bnb4bit(name, shape: shape, configType: checkpointQuant?.options.type)
+                                 },
+                                 release: { weights.release($0) })
+        model.sourcePath = dir
+        warnAboutUnused(weights.unused, dir: dir, config: config)
+        if checkpointQuant != nil && options.compute == .bf16 { model.headCompute = .bf16 }
+        return model
+    }
+
+    /// Builds a model from its config and a source of weights by Hugging Face name: `dense`
+    /// returns an f32 tensor of the given shape; `packed`, when the source is a bitsandbytes
+    /// 4-bit checkpoint, returns a decoder linear's 4-bit weight. Decoder linears are quantized
+    /// when options.quant is set (one f32 weight at a time is the only transient); `release`
+    /// says a weight was read for the last time (its file pages may leave memory).
+    static func assemble(_ c: ModelConfig, _ options: LoadOptions,
+                         dense: (String, [Int]) throws -> Tensor,
+                         packed: ((String, [Int]) throws -> QuantizedTensor)?,
+                         release: (String) -> Void = { _ in }) throws -> LlamaModel {
         // an RMSNorm weight; Gemma stores it as an offset from one, qlora holds 1 + w
         func norm(_ name: String, _ n: Int) throws -> Tensor {
             let w = try dense(name, [n])
@@ -49,13 +71,12 @@ public enum ModelLoader {
         func linear(_ prefix: String, layer: Int?, out: Int, inp: Int, bias: Bool) throws -> LinearModule {
             let b = bias ? try dense(prefix + ".bias", [out]) : nil
             let base: LinearBase
-            if checkpointQuant != nil, layer != nil {
-                let q = try weights.bnb4bit(prefix + ".weight", shape: [out, inp], configType: checkpointQuant?.options.type)
-                base = .quantized(try QuantLinear(weight: q, bias: b, compute: options.compute))
+            if let packed = packed, layer != nil {
+                base = .quantized(try QuantLinear(weight: try packed(prefix + ".weight", [out, inp]), bias: b, compute: options.compute))
             } else if let qo = options.quant, layer != nil {
                 let w = try dense(prefix + ".weight", [out, inp])
                 base = .quantized(try QuantLinear(weight: try QuantizedTensor.quantize(w, qo), bias: b, compute: options.compute))
-                weights.release(prefix + ".weight")   // read for the last time: its pages leave memory
+                release(prefix + ".weight")   // read for the last time: its pages may leave memory
             } else {
                 base = .dense(weight: try dense(prefix + ".weight", [out, inp]), bias: b)
             }
@@ -89,9 +110,7 @@ public enum ModelLoader {
             head = try linear("lm_head", layer: nil, out: c.vocabSize, inp: c.hiddenSize, bias: false)
         }
         let model = try LlamaModel(config: c, embedding: embedding, layers: layers, norm: finalNorm, lmHead: head)
-        model.sourcePath = dir
-        warnAboutUnused(weights.unused, dir: dir, config: c)
-        if (options.quant != nil || checkpointQuant != nil) && options.compute == .bf16 { model.headCompute = .bf16 }
+        if options.quant != nil && options.compute == .bf16 { model.headCompute = .bf16 }
         // converted weights that were quantized are gone: their memory leaves the process
         StoragePool.releaseAfterPeak()
         return model

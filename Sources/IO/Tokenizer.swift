@@ -49,9 +49,17 @@ public final class Tokenizer: @unchecked Sendable {
     let chatState = TokenizerChatState()
 
     /// Loads a tokenizer.json file, or a model directory holding one (then tokenizer_config.json,
-    /// config.json and generation_config.json, when present, name the bos / eos / pad tokens).
+    /// config.json and generation_config.json, when present, name the bos / eos / pad tokens),
+    /// a repo id found in the local Hugging Face cache, or the tokenizer in a GGUF file's metadata
+    /// (with its chat template).
     public convenience init(path given: String) throws {
         let path = try HubCache.resolve(given)
+        if GGUFModel.isGGUF(path) {
+            let p = try GGUFTokenizer.parts(try GGUFFile(path: path))
+            try self.init(file: path, json: p.json, directory: nil, specials: p.specials)
+            if let t = p.chatTemplate { setChatTemplate(t) }
+            return
+        }
         var isDir: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
         if exists && isDir.boolValue {
@@ -78,7 +86,17 @@ public final class Tokenizer: @unchecked Sendable {
         try self.init(file: name, json: value, directory: nil)
     }
 
-    init(file: String, json: JSONValue, directory: String?) throws {
+    /// bos / eos / pad ids and whether encode adds bos / eos, when the caller knows them (a GGUF
+    /// file's tokenizer.ggml.* metadata) instead of a model directory's config files.
+    struct Specials {
+        var bos: Int?
+        var eos: [Int]
+        var pad: Int?
+        var addBos: Bool
+        var addEos: Bool
+    }
+
+    init(file: String, json: JSONValue, directory: String?, specials: Specials? = nil) throws {
         path = file
         let f = TokenizerFields(path: file)
         let root = try f.object(json, "")
@@ -179,7 +197,14 @@ public final class Tokenizer: @unchecked Sendable {
             ?? ["</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|im_end|>"].lazy.compactMap(find).first
         let inferredPad = padding ?? find("<pad>")
 
-        if let directory {
+        if let sp = specials {
+            bosId = sp.bos
+            eosIds = sp.eos
+            padId = sp.pad
+            let templateAddsNothing = postProcessor.prefixIds.isEmpty && postProcessor.suffixIds.isEmpty
+            extraBefore = templateAddsNothing && sp.addBos ? (sp.bos.map { [Int32($0)] } ?? []) : []
+            extraAfter = templateAddsNothing && sp.addEos ? (sp.eos.first.map { [Int32($0)] } ?? []) : []
+        } else if let directory {
             let cfg = try TokenizerDirectoryConfig(directory: directory, vocabSize: table.count,
                                                    valid: { $0 < tokensTable.count && tokensTable[$0] != nil },
                                                    find: find)

@@ -10,7 +10,8 @@ enum IOBindings {
             // q.load_tensors(path) -> {name = tensor, ...}, metadata
             ("load_tensors", { a in
                 let path = try a.string(1)
-                let (tensors, metadata) = try ioErrors(a) { try TensorFiles.load(path) }
+                // a GGUF file: every tensor dequantized to f32 under its GGUF name, row-major shape
+                let (tensors, metadata) = try ioErrors(a) { GGUFModel.isGGUF(path) ? try GGUFTensors.load(path) : try TensorFiles.load(path) }
                 lua_createtable(a.L, 0, Int32(min(tensors.count, 1 << 20)))
                 for (name, t) in tensors {
                     TensorUserdata.push(a.L, t)

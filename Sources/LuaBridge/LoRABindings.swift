@@ -24,9 +24,13 @@ enum LoRABindings {
             ("save_adapter", { a in
                 let m = try this(a)
                 let dir = try a.string(2)
-                let opts = try a.options(3, allowed: ["name"])
+                let opts = try a.options(3, allowed: ["name", "format"])
                 let name = try a.optionString(opts, "name") ?? m.adapterConfigs.keys.sorted().first ?? "default"
-                try ModelBindings.modelErrors(a) { try PEFTAdapter.save(m, adapter: name, to: dir) }
+                switch try a.optionString(opts, "format") ?? "peft" {
+                case "peft": try ModelBindings.modelErrors(a) { try PEFTAdapter.save(m, adapter: name, to: dir) }
+                case "gguf": try ModelBindings.modelErrors(a) { try GGUFExport.saveAdapter(m, adapter: name, to: dir) }
+                case let other: throw a.fail("option 'format' must be \"peft\" or \"gguf\", got '\(other)'")
+                }
                 return 0
             }),
             ("load_adapter", { a in

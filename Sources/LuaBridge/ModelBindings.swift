@@ -47,7 +47,9 @@ enum ModelBindings {
                 }
                 let model = try modelErrors(a) { try ModelLoader.load(dir, load) }
                 var tokenizer: Tokenizer? = nil
-                if FileManager.default.fileExists(atPath: dir + "/tokenizer.json") {
+                if GGUFModel.isGGUF(dir) {
+                    tokenizer = try modelErrors(a) { try GGUFModel.tokenizer(dir) }
+                } else if FileManager.default.fileExists(atPath: dir + "/tokenizer.json") {
                     tokenizer = try modelErrors(a) { try Tokenizer(path: dir) }
                 }
                 ObjectUserdata.push(a.L, ModelHandle(model: model, tokenizer: tokenizer), modelName)
@@ -142,6 +144,16 @@ enum ModelBindings {
             ("save", { a in
                 let m = try this(a)
                 let dir = try a.string(2)
+                // model:save(path.gguf [, {type = "f16"|"bf16"|"q8_0"|"q4_0"|"f32"}]): a merged GGUF for llama.cpp
+                if dir.lowercased().hasSuffix(".gguf") {
+                    let t = try a.options(3, allowed: ["type"])
+                    let name = try a.optionString(t, "type") ?? "f16"
+                    guard let type = GGUFExport.mergedTypes[name.lowercased()] else {
+                        throw a.fail("option 'type' must be one of \(GGUFExport.mergedTypes.keys.sorted().joined(separator: ", ")), got '\(name)'")
+                    }
+                    try modelErrors(a) { try GGUFExport.saveMerged(m, to: dir, type: type) }
+                    return 0
+                }
                 let t = try a.options(3, allowed: ["dtype", "quantized"])
                 var o = SaveOptions()
                 o.dtype = try a.optionDType(t) ?? .f32

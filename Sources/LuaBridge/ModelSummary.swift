@@ -34,6 +34,7 @@ enum ModelSummary {
         add("norms", norms, norms * 4)
         var out = "\(c.architecture): \(c.numLayers) layers, hidden \(c.hiddenSize), intermediate \(c.intermediateSize), "
         out += "heads \(c.numHeads) (kv \(c.numKVHeads), head_dim \(c.headDim)), vocab \(c.vocabSize)\n"
+        if let note = m.sourceNote { out += note + "\n" }
         let computes = m.linears.compactMap { l -> ComputeType? in
             if case .quantized(let q) = l.base { return q.compute } else { return nil }
         } + [m.headCompute]

@@ -80,6 +80,9 @@ public final class LlamaModel {
     public var scriptEnabled = true
     /// Where the base model came from (adapter_config.json's base_model_name_or_path).
     public var sourcePath: String?
+    /// A line about the source file's own storage, shown by summary (a GGUF file whose linears
+    /// were already 4-bit, say).
+    public var sourceNote: String?
 
     public init(config: ModelConfig, embedding: Tensor, layers: [DecoderLayer], norm: Tensor, lmHead: LinearModule?) throws {
         try config.validate("model")

@@ -16,7 +16,8 @@ enum GenerateCommand {
                           [--compute f32|bf16|bnb_bf16] [--max-tokens N] [--stop TEXT]
                           [--temperature T] [--top-k K] [--top-p P] [--seed S]
 
-    Loads the model in MODEL_DIR (which must hold tokenizer.json), encodes TEXT with its
+    Loads the model in MODEL_DIR (a directory holding tokenizer.json, or a .gguf file with its
+    tokenizer in the metadata; GGUF weights are dequantized to f32), encodes TEXT with its
     tokenizer and streams the generated text to stdout as each token arrives. Stops at an eos
     token, at the stop text, or after --max-tokens.
 
@@ -61,6 +62,7 @@ enum GenerateCommand {
         let a = try CommandLineArgs(command: "generate", args, spec)
         if a.wantsHelp { print(help); return ExitStatus.success }
         let dir = try CommandLineArgs.modelDirectory(a.positionals[0])
+        let gguf = GGUFModel.isGGUF(dir)
         let chat = a.string("chat")
         let system = a.string("system")
         if chat != nil && a.string("prompt") != nil { throw UsageError("give --prompt TEXT or --chat TEXT, not both") }
@@ -82,13 +84,22 @@ enum GenerateCommand {
 
         // Check the cheap things before reading any weight.
         let configPath = dir + "/config.json"
-        guard FileManager.default.fileExists(atPath: configPath) else {
-            throw CommandFailure("\(dir): no config.json (expected a Hugging Face model directory)")
+        var stored: CheckpointQuantization? = nil
+        var ggufTokenizer: Tokenizer? = nil
+        if gguf {
+            guard let t = try GGUFModel.tokenizer(dir) else {
+                throw CommandFailure("\(dir): the GGUF file has no tokenizer (generate encodes the prompt with the model's tokenizer)")
+            }
+            ggufTokenizer = t
+        } else {
+            guard FileManager.default.fileExists(atPath: configPath) else {
+                throw CommandFailure("\(dir): no config.json (expected a Hugging Face model directory or a .gguf file)")
+            }
+            guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else {
+                throw CommandFailure("\(dir): no tokenizer.json (generate encodes the prompt with the model's tokenizer)")
+            }
+            stored = try ModelConfigFile.load(configPath).1
         }
-        guard FileManager.default.fileExists(atPath: dir + "/tokenizer.json") else {
-            throw CommandFailure("\(dir): no tokenizer.json (generate encodes the prompt with the model's tokenizer)")
-        }
-        let (_, stored) = try ModelConfigFile.load(configPath)
         var load = LoadOptions()
         if let c = compute { load.compute = c }
         if let q = quant, q != "none" {
@@ -100,7 +111,7 @@ enum GenerateCommand {
         } else if quant == "none", let s = stored {
             throw CommandFailure("\(dir) is stored in 4-bit \(s.options.type.rawValue); --quant none cannot restore dense weights")
         }
-        let tokenizer = try Tokenizer(path: dir)
+        let tokenizer = try ggufTokenizer ?? Tokenizer(path: dir)
         var chatPrompt: (ids: [Int], stopIds: [Int], text: String)? = nil
         if let chat {
             guard try tokenizer.chatTemplateSource() != nil else {

@@ -10,6 +10,7 @@ import Quant
 enum InfoCommand {
     static let help = """
     usage: qlora info MODEL_DIR [--json]
+           qlora info FILE.gguf [--json]
 
     Describes a Hugging Face model directory from its config.json and safetensors headers
     (no weights are read). MODEL_DIR holds config.json and model.safetensors (or shards named
@@ -38,6 +39,10 @@ enum InfoCommand {
         let a = try CommandLineArgs(command: "info", args, CommandSpec(options: ["json": .flag], positionals: ["MODEL_DIR"]))
         if a.wantsHelp { print(help); return ExitStatus.success }
         let dir = try CommandLineArgs.modelDirectory(a.positionals[0])
+        if GGUFModel.isGGUF(dir) {
+            print(try GGUFInfo.report(dir, json: a.has("json")))
+            return ExitStatus.success
+        }
         let report = try Report(dir)
         print(a.has("json") ? report.json() : report.text())
         return ExitStatus.success

@@ -159,7 +159,17 @@ struct CommandLineArgs {
     static func modelDirectory(_ arg: String) throws -> String {
         let path: String
         do { path = try HubCache.resolve(arg) } catch let e as IOError { throw UsageError("MODEL_DIR: \(e.description)") }
-        return try existingDirectory(path, "MODEL_DIR")
+        return try existingModel(path, "MODEL_DIR")
+    }
+
+    /// A model: a Hugging Face directory, or a GGUF file.
+    static func existingModel(_ path: String, _ what: String) throws -> String {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            guard GGUFModel.isGGUF(path) else { throw UsageError("\(what) '\(path)' is not a directory (nor a GGUF file)") }
+            return path
+        }
+        return try existingDirectory(path, what)
     }
 
     /// A path argument that must be an existing directory (`what` names it: "MODEL_DIR").

@@ -12,6 +12,9 @@ import Tensor
 enum QuantizeCommand {
     static let help = """
     usage: qlora quantize MODEL_DIR OUT_DIR [--type nf4|fp4] [--block N]
+    (MODEL_DIR may also be a .gguf file: its weights are dequantized, then quantized; its tokenizer
+    is written as tokenizer.json and its chat template as chat_template.jinja; dense tensors
+    default to bf16)
                           [--double-quant | --no-double-quant] [--dtype f32|bf16|f16] [--force]
 
     Quantizes a model's decoder linears to 4-bit while loading it (one tensor at a time) and
@@ -59,19 +62,20 @@ enum QuantizeCommand {
         let dtype = try a.choice("dtype", ["f32", "bf16", "f16"]).flatMap { DType.parse($0) }
         try checkOutput(out, source: dir, force: a.has("force"))
 
+        let gguf = GGUFModel.isGGUF(dir)
         let configPath = dir + "/config.json"
-        guard FileManager.default.fileExists(atPath: configPath) else {
-            throw CommandFailure("\(dir): no config.json (expected a Hugging Face model directory)")
+        if !gguf && !FileManager.default.fileExists(atPath: configPath) {
+            throw CommandFailure("\(dir): no config.json (expected a Hugging Face model directory or a .gguf file)")
         }
-        let (_, stored) = try ModelConfigFile.load(configPath)
+        let stored = gguf ? nil : try ModelConfigFile.load(configPath).1
         let asked = a.string("type") != nil || a.string("block") != nil || a.has("double-quant") || a.has("no-double-quant")
         if let s = stored, asked, s.options.type != options.type || s.options.doubleQuant != options.doubleQuant || options.block != 64 {
             throw CommandFailure("\(dir) is already 4-bit (\(describe(s.options))); re-quantizing to \(describe(options)) is not supported")
         }
-        let sourceFiles = try ModelFiles.weightFiles(in: dir)
+        let sourceFiles = gguf ? [dir] : try ModelFiles.weightFiles(in: dir)
         let before = sourceFiles.reduce(0) { $0 + fileSize($1) }
         var save = SaveOptions()
-        save.dtype = try dtype ?? storedDenseDType(sourceFiles)
+        save.dtype = try dtype ?? (gguf ? .bf16 : storedDenseDType(sourceFiles))
         save.quantized = stored?.options ?? options
 
         print("qlora quantize: \(dir) -> \(out)")
@@ -82,7 +86,11 @@ enum QuantizeCommand {
         print(String(format: label("load+quantize") + "%.3f s", t1 - t0))
         try ModelSaver.save(model, to: out, save)
         var copied: [String] = []
-        for name in ModelFiles.companionFiles where FileManager.default.fileExists(atPath: dir + "/" + name) {
+        if gguf {
+            // the GGUF tokenizer as tokenizer.json (and its chat template), so the directory is whole
+            copied += try GGUFModel.writeTokenizerFiles(from: dir, to: out)
+        }
+        for name in ModelFiles.companionFiles where !gguf && FileManager.default.fileExists(atPath: dir + "/" + name) {
             let dest = out + "/" + name
             // Written like every save: only a regular file (or nothing) at dest is replaced.
             do { try AtomicFile.write(dest, bytes: try readFileBytes(path: dir + "/" + name)) } catch let e as IOError {

@@ -116,6 +116,12 @@ expect "info: no MODEL_DIR" 2 "missing MODEL_DIR" -- q info
 expect "info: MODEL_DIR does not exist" 2 "MODEL_DIR '.*/nowhere' does not exist" -- q info "$tmp/nowhere"
 expect "info: a file as MODEL_DIR" 2 "is not a directory" -- q info "$fx/tiny-llama/config.json"
 expect "info: no config.json" 1 "no config.json" -- q info "$fx/tiny-llama-lora"
+expect "info GGUF" 0 "^format +GGUF v3, alignment 32, 21 tensors" "^architecture +llama \(read as LlamaForCausalLM\)" \
+  "^attention +heads 4, kv heads 2, head_dim 16" "^  Q4_0 +2 tensors" "^tokenizer +none" "^parameters +131392" -- q info "$fx/gguf/tiny-llama.gguf"
+expect "info GGUF --json" 0 '"format": "gguf"' '"num_key_value_heads": 2' -- q info --json "$fx/gguf/tiny-llama.gguf"
+head -c 1000 "$fx/gguf/tiny-llama.gguf" > "$tmp/cut.gguf"
+expect "info: truncated GGUF" 1 "truncated file reading" -- q info "$tmp/cut.gguf"
+expect "generate: GGUF without a tokenizer" 1 "the GGUF file has no tokenizer" -- q generate "$fx/gguf/tiny-llama.gguf" --prompt hi
 expect "info: unknown option" 2 "unknown option '--bogus' \(expected one of: --json, --help\)" -- q info "$fx/tiny-llama" --bogus
 expect "info: extra argument" 2 "unexpected argument 'extra'" -- q info "$fx/tiny-llama" extra
 mkdir -p "$tmp/badcfg"; printf '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badcfg/config.json"

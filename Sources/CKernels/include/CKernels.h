@@ -4,3 +4,4 @@
 #include "qlora_optim.h"
 #include "qlora_nn.h"
 #include "qlora_system.h"
+#include "qlora_ggml.h"
