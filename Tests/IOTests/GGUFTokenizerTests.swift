@@ -68,7 +68,7 @@ final class GGUFTokenizerTests: XCTestCase {
             if !pre.isEmpty { XCTAssertEqual(w.metadata.first { $0.key == "tokenizer.ggml.pre" }?.value, .string(pre), style) }
             try w.write(to: sub + "/t.gguf")
             let fromGGUF = try Tokenizer(path: sub + "/t.gguf"), original = try Tokenizer(path: sub)
-            XCTAssertEqual(fromGGUF.chatTemplate, "{{ messages }}")
+            XCTAssertEqual(try fromGGUF.chatTemplateSource(), "{{ messages }}")
             XCTAssertEqual(fromGGUF.bosId, original.bosId, style)
             var compared = 0
             for c in expected[style]?.arrayValue ?? [] {
@@ -86,7 +86,7 @@ final class GGUFTokenizerTests: XCTestCase {
         XCTAssertEqual(l3.bosId, 600)
         XCTAssertEqual(l3.eosId, 601)
         XCTAssertEqual(l3.isSpecial(600), true)
-        XCTAssertNil(l3.chatTemplate)
+        XCTAssertNil(try l3.chatTemplateSource())
         let q2 = try Tokenizer(path: Fixtures.path("gguf/tok-qwen2_style.gguf"))
         XCTAssertNil(q2.bosId)
         XCTAssertEqual(try q2.encode("a").first.map { $0 == 600 }, false)
