@@ -220,12 +220,15 @@ local function save_script(model, dir, name, es, format)
   sys.write_atomic(dir .. "/adapter_manifest.json", text)
 end
 
--- model:save_adapter(dir [, {name =, format = "qlora"|"peft"}])
+-- model:save_adapter(dir [, {name =, format = "qlora"|"peft"|"gguf"}]): "gguf" (a file path,
+-- llama.cpp's LoRA adapter) holds built-in LoRA adapters only
 function methods.save_adapter(model, dir, opts)
   if opts ~= nil and type(opts) ~= "table" then fail("save_adapter", "options must be a table", 2) end
   opts = opts or {}
   local name, format = opts.name, opts.format or "qlora"
-  if format ~= "qlora" and format ~= "peft" then fail("save_adapter", "format must be \"qlora\" or \"peft\", got " .. tostring(format), 2) end
+  if format ~= "qlora" and format ~= "peft" and format ~= "gguf" then
+    fail("save_adapter", "format must be \"qlora\", \"peft\" or \"gguf\", got " .. tostring(format), 2)
+  end
   if type(dir) ~= "string" then fail("save_adapter", "expected a directory path as argument 1, got " .. type(dir), 2) end
   local es = name and entries(model, name)
   if name == nil then
@@ -235,8 +238,14 @@ function methods.save_adapter(model, dir, opts)
     for _, p in ipairs(model:parameters()) do if p.name:find(".lora_A.", 1, true) then lora = true; break end end
     if not lora and #list > 0 then name = list[1].name; es = entries(model, name) end
   end
-  if es then return save_script(model, dir, name, es, format) end
-  local ok, err = pcall(lora_save, model, dir, { name = name })
+  if es then
+    if format == "gguf" then
+      fail("save_adapter", "adapter \"" .. name .. "\" is written in Lua: format \"gguf\" (llama.cpp) holds LoRA adapters only", 2)
+    end
+    return save_script(model, dir, name, es, format)
+  end
+  -- built-in LoRA: PEFT's layout (what "qlora" means for it), or llama.cpp's GGUF adapter
+  local ok, err = pcall(lora_save, model, dir, { name = name, format = format == "gguf" and "gguf" or "peft" })
   if not ok then error(err, 2) end
 end
 
