@@ -26,16 +26,7 @@ extension LlamaModel {
         if let qn = layer.qNorm { qh = try Functional.rmsNorm(qh, qn, eps: c.rmsNormEps) }
         if let kn = layer.kNorm { kh = try Functional.rmsNorm(kh, kn, eps: c.rmsNormEps) }
         let q = try RoPE.apply(qh.transpose(1, 2), cos: cos, sin: sin)
-        var k = try RoPE.apply(kh.transpose(1, 2), cos: cos, sin: sin)
-        var v = v0
-        if let cache = cache {
-            if let pk = cache.keys[layer.index], let pv = cache.values[layer.index] {
-                k = try Tensor.concat([pk, k], 2)
-                v = try Tensor.concat([pv, v], 2)
-            }
-            cache.keys[layer.index] = try k.detach()
-            cache.values[layer.index] = try v.detach()
-        }
+        let (k, v) = try withCache(cache, layer, RoPE.apply(kh.transpose(1, 2), cos: cos, sin: sin), v0)
         let window = sliding ? g.slidingWindow : nil
         let attn = try gemmaAttention(q, k, v, scale: 1 / g.queryPreAttnScalar.squareRoot(), softcap: g.attnSoftcap,
                                       window: window, start: start, segmentMask: mask)

@@ -191,14 +191,7 @@ public final class LlamaModel {
         var v = try layer.v.forward(x, training: training).reshape([b, t, c.numKVHeads, c.headDim]).transpose(1, 2)
         let qr = try RoPE.apply(q, cos: cos, sin: sin)
         k = try RoPE.apply(k, cos: cos, sin: sin)
-        if let cache = cache {
-            if let pk = cache.keys[layer.index], let pv = cache.values[layer.index] {
-                k = try Tensor.concat([pk, k], 2)
-                v = try Tensor.concat([pv, v], 2)
-            }
-            cache.keys[layer.index] = try k.detach()
-            cache.values[layer.index] = try v.detach()
-        }
+        (k, v) = try withCache(cache, layer, k, v)
         let attn = try Functional.attention(qr, k, v, mask: mask).transpose(1, 2).reshape([b, t, c.numHeads * c.headDim])
         h = try h.binary(.add, layer.o.forward(attn, training: training))
         let y = try Functional.rmsNorm(h, layer.postAttentionNorm, eps: c.rmsNormEps)
@@ -209,6 +202,20 @@ public final class LlamaModel {
                                           active: scriptActive, enabled: scriptEnabled)
         h = try h.binary(.add, out)
         return try ScriptAdapter.chain(layer.scriptAdapters, .blockOut, h, active: scriptActive, enabled: scriptEnabled)
+    }
+
+    /// This layer's keys and values [B, KV, S, D] with the cached earlier positions in front, and
+    /// the cache extended by them (unchanged without a cache).
+    func withCache(_ cache: KVCache?, _ layer: DecoderLayer, _ k: Tensor, _ v: Tensor) throws -> (Tensor, Tensor) {
+        guard let cache = cache else { return (k, v) }
+        var (k, v) = (k, v)
+        if let pk = cache.keys[layer.index], let pv = cache.values[layer.index] {
+            k = try Tensor.concat([pk, k], 2)
+            v = try Tensor.concat([pv, v], 2)
+        }
+        cache.keys[layer.index] = try k.detach()
+        cache.values[layer.index] = try v.detach()
+        return (k, v)
     }
 
     /// Mean shifted cross-entropy of forward(ids) against labels (-100 ignored). With the fused
