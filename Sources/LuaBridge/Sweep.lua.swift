@@ -266,6 +266,15 @@ local function read_file(path)
   return text
 end
 
+-- Files a decoded record under its id (a later one replaces an earlier, keeping its place in
+-- `order`); false when it is not a record.
+local function keep_record(by_id, order, r)
+  if type(r) ~= "table" or type(r.id) ~= "string" then return false end
+  if by_id[r.id] == nil then order[#order + 1] = r.id end
+  by_id[r.id] = r
+  return true
+end
+
 -- Records of results.jsonl by id (the last line for an id wins), the ids in file order and the
 -- count of unreadable lines; a file that is not there holds none. A path that cannot be read
 -- (a directory) gives nil and the reason.
@@ -276,13 +285,7 @@ local function read_records(path)
   local ok, err = pcall(function()
     for line in f:lines() do
       if line:find("%S") then
-        local r = sys.decode(line)
-        if type(r) == "table" and type(r.id) == "string" then
-          if by_id[r.id] == nil then order[#order + 1] = r.id end
-          by_id[r.id] = r
-        else
-          bad = bad + 1
-        end
+        if not keep_record(by_id, order, sys.decode(line)) then bad = bad + 1 end
       end
     end
   end)
@@ -328,13 +331,7 @@ local function read_union(out)
   for _, name in ipairs(q.listdir(out .. "/points")) do
     local text = read_file(out .. "/points/" .. name .. "/record.json")
     if text then
-      local r = sys.decode(text)
-      if type(r) == "table" and type(r.id) == "string" then
-        if by_id[r.id] == nil then order[#order + 1] = r.id end
-        by_id[r.id] = r
-      else
-        bad = bad + 1
-      end
+      if not keep_record(by_id, order, sys.decode(text)) then bad = bad + 1 end
     end
   end
   -- In point order (records carry their point's index; older lines without one keep their place

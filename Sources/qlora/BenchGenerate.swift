@@ -9,11 +9,10 @@
 import LuaBridge
 
 extension Bench {
-    static let generateScript = #"""
+    static let generateScript = emitLua + #"""
 local q = require "qlora"
 local json, path, prompt_tokens, new_tokens, quant, compute = ...
--- a JSON string: quotes, backslashes and control characters as \u escapes
-local function jstr(s) return '"' .. s:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"' end
+local emit = BENCH_EMIT(json)
 local opts = { compute = compute }
 if quant ~= "none" then opts.quant = { type = quant, block = 64, double_quant = true } end
 local t0 = q.clock()
@@ -40,16 +39,7 @@ local fields = { op = "generate", model = path, quant = quant, compute = compute
   peak_rss_mb = peak }
 local order = { "op", "model", "quant", "compute", "prompt_tokens", "new_tokens", "load_s", "prompt_tokens_per_sec",
   "gen_tokens_per_sec", "peak_rss_mb" }
-local parts = {}
-for _, k in ipairs(order) do
-  local v = fields[k]
-  if json then
-    parts[#parts + 1] = string.format('"%s": %s', k, type(v) == "number" and string.format("%.6g", v) or jstr(v))
-  else
-    parts[#parts + 1] = k .. "=" .. (type(v) == "number" and string.format("%.4g", v) or tostring(v))
-  end
-end
-print(json and ("{" .. table.concat(parts, ", ") .. "}") or table.concat(parts, "  "))
+emit(fields, order)
 """#
 
     /// `bench generate` options.

@@ -10,28 +10,32 @@
 import LuaBridge
 
 extension Bench {
-    static let trainScript = #"""
-local q = require "qlora"
-local json = ...
--- a JSON string: quotes, backslashes and control characters as \u escapes
-local function jstr(s) return '"' .. s:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"' end
-local function emit(fields, order)
-  if json then
+    /// Lua that prints one measurement: `emit(fields, order)` as a JSON object (strings escaped
+    /// as JSON) or as `key=value` text. Both bench scripts begin with it.
+    static let emitLua = #"""
+local function BENCH_EMIT(json)
+  -- a JSON string: quotes, backslashes and control characters as \u escapes
+  local function jstr(s) return '"' .. s:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"' end
+  return function(fields, order)
     local parts = {}
     for _, k in ipairs(order) do
       local v = fields[k]
-      parts[#parts + 1] = string.format('"%s": %s', k, type(v) == "number" and string.format("%.6g", v) or jstr(v))
+      if json then
+        parts[#parts + 1] = string.format('"%s": %s', k, type(v) == "number" and string.format("%.6g", v) or jstr(tostring(v)))
+      else
+        parts[#parts + 1] = k .. "=" .. (type(v) == "number" and string.format("%.4g", v) or tostring(v))
+      end
     end
-    print("{" .. table.concat(parts, ", ") .. "}")
-  else
-    local parts = {}
-    for _, k in ipairs(order) do
-      local v = fields[k]
-      parts[#parts + 1] = k .. "=" .. (type(v) == "number" and string.format("%.4g", v) or tostring(v))
-    end
-    print(table.concat(parts, "  "))
+    print(json and ("{" .. table.concat(parts, ", ") .. "}") or table.concat(parts, "  "))
   end
 end
+
+"""#
+
+    static let trainScript = emitLua + #"""
+local q = require "qlora"
+local json = ...
+local emit = BENCH_EMIT(json)
 
 -- sgemm rate in this run (1024^3, best of 5)
 local a, b = q.randn({ 1024, 1024 }, { seed = 1 }), q.randn({ 1024, 1024 }, { seed = 2 })
