@@ -108,6 +108,17 @@ T.case("gemma3: Lua adapters at mlp_act, mlp_out and block_out run inside Gemma 
   end
 end)
 
+T.case("families without a GGUF writer refuse GGUF exports instead of writing a llama file", function()
+  for _, family in ipairs({ "qwen3", "gemma2", "gemma3" }) do
+    local model = q.load_model(fixtures .. "tiny-" .. family)
+    local path = os.tmpname() .. ".gguf"
+    T.errors(function() model:save(path, { type = "f32" }) end, "cannot be written as GGUF")
+    model:add_lora{ r = 2, targets = { "q_proj" } }
+    T.errors(function() model:save_adapter(path, { format = "gguf" }) end, "cannot be written as GGUF")
+    os.remove(path)
+  end
+end)
+
 T.case("Gemma config fields that qlora cannot honour are errors naming them", function()
   local src = fixtures .. "tiny-gemma3"
   local f = assert(io.open(src .. "/config.json", "rb")); local text = f:read("a"); f:close()

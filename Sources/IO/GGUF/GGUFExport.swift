@@ -11,7 +11,15 @@ import Quant
 import Tensor
 
 public enum GGUFExport {
-    static func arch(_ c: ModelConfig) -> String { c.modelType == "qwen2" ? "qwen2" : "llama" }
+    /// llama.cpp's architecture name for a model qlora can write as GGUF: Llama-shaped models
+    /// ("llama") and Qwen2 ("qwen2"). Qwen3's q/k norms and Gemma's layers have other names and
+    /// tensors there, which this writer does not produce: an error rather than a wrong file.
+    static func arch(_ c: ModelConfig) throws -> String {
+        if c.qkNorm || c.gemma != nil {
+            throw ModelError("\(c.architecture) cannot be written as GGUF yet (qlora writes llama and qwen2 models and their adapters)")
+        }
+        return c.modelType == "qwen2" ? "qwen2" : "llama"
+    }
 
     static func f32Bytes(_ t: Tensor) throws -> [UInt8] {
         let x = try t.dtype == .f32 ? t : t.converted(to: .f32)
@@ -20,7 +28,7 @@ public enum GGUFExport {
 
     /// q / k rows (weight or bias) into llama.cpp's order for llama-arch models.
     static func toGGUFOrder(_ t: Tensor, module: String, _ c: ModelConfig) throws -> Tensor {
-        guard arch(c) == "llama" else { return t }
+        guard try arch(c) == "llama" else { return t }
         if module.hasSuffix("q_proj") { return try GGUFModel.unpermute(t, heads: c.numHeads, inverse: true) }
         if module.hasSuffix("k_proj") { return try GGUFModel.unpermute(t, heads: c.numKVHeads, inverse: true) }
         return t
@@ -42,7 +50,7 @@ public enum GGUFExport {
         guard let first = modules.first?.adapter(named: name) else { return }
         let alpha = first.scaling * Double(first.r)
         var w = GGUFWriter()
-        w.set("general.architecture", .string(arch(c)))
+        w.set("general.architecture", .string(try arch(c)))
         w.set("general.type", .string("adapter"))
         w.set("general.name", .string("qlora adapter \(name)"))
         w.set("adapter.type", .string("lora"))
@@ -111,7 +119,7 @@ public enum GGUFExport {
 
     public static func saveMerged(_ model: LlamaModel, to path: String, type: GGMLType) throws {
         let c = model.config
-        let a = arch(c)
+        let a = try arch(c)
         var w = GGUFWriter()
         w.set("general.architecture", .string(a))
         w.set("general.type", .string("model"))
